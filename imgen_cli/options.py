@@ -1,0 +1,52 @@
+"""Options every command shares, written once and added by the host to each plugin command.
+
+In a chain (`imgen denoise + sr in.jpg`) each segment may set them; a value set in two segments
+must agree. Inputs may be given in one segment only.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .io import FORMATS
+
+# name -> default, for merging chain segments
+SHARED = ("inputs", "output", "format", "quality", "strip", "overwrite", "skip_existing", "device",
+          "precision", "tile", "threads", "max_pixels", "quiet", "verbose", "debug")
+
+FLAGS = ("strip", "overwrite", "skip_existing", "quiet", "verbose", "debug")
+
+
+def verbosity_options(f):
+    f = click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(f)
+    f = click.option("-v", "--verbose", is_flag=True, help="More messages on stderr.")(f)
+    f = click.option("-q", "--quiet", is_flag=True, help="No progress bars or messages, only errors.")(f)
+    return f
+
+
+def shared_params() -> list[click.Parameter]:
+    """Fresh click parameters for one command (click parameters must not be shared between commands)."""
+    params = [
+        click.Argument(["inputs"], nargs=-1, type=click.Path(), metavar="[INPUT]..."),
+        click.Option(["-o", "--output"], metavar="PATH",
+                     help="Output file, folder (for several inputs) or - for stdout. "
+                          "Default: a new file beside each input; stdout for stdin."),
+        click.Option(["--format"], type=click.Choice(sorted(FORMATS) + ["jpg", "tif"], case_sensitive=False),
+                     help="Output format. Default: from the output name, else the input's format (PNG on stdout)."),
+        click.Option(["--quality"], type=click.IntRange(1, 100), help="JPEG/WebP quality [default: 95; WebP 100 = lossless]."),
+        click.Option(["--strip"], is_flag=True, help="Drop ICC profile and EXIF from outputs."),
+        click.Option(["--overwrite"], is_flag=True, help="Replace existing output files."),
+        click.Option(["--skip-existing"], is_flag=True, help="Skip inputs whose output exists (for re-runs)."),
+        click.Option(["--device"], default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
+                     help="Where to run. A device named explicitly must exist."),
+        click.Option(["--precision"], type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+                     show_default=True, help="auto: fp16 on GPUs for models that support it, fp32 on CPU."),
+        click.Option(["--tile"], default="auto", show_default=True, metavar="auto|PIXELS|0",
+                     help="Tile side for large images; auto sizes from free memory, 0 never tiles."),
+        click.Option(["--threads"], type=click.IntRange(1, 1024), help="CPU threads for torch."),
+        click.Option(["--max-pixels"], type=click.IntRange(0), default=200_000_000, show_default=True,
+                     help="Refuse larger images (decompression bombs); 0 for no limit."),
+    ]
+    for option in reversed(verbosity_options(lambda: None).__click_params__):
+        params.append(option)
+    return params

@@ -1,0 +1,186 @@
+"""Finding plugins and collecting what they register, one plugin at a time.
+
+pluggy's own `load_setuptools_entrypoints` stops at the first plugin that fails to import, and a
+hook call stops at the first implementation that raises. Here every entry point is loaded and
+every hook implementation is called on its own, so a broken plugin is recorded (and shown by
+`imgen plugins` and by its own commands) while every other command keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import traceback
+from dataclasses import dataclass, field
+
+import pluggy
+
+from . import hookspecs
+from .contract import Command, Model
+
+GROUP = "imgen"
+HOST_DISTRIBUTION = "imgen"
+
+
+@dataclass
+class PluginInfo:
+    """What `imgen plugins` shows about one plugin."""
+
+    name: str
+    module: str
+    version: str | None = None
+    distribution: str | None = None
+    builtin: bool = False
+    commands: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+
+
+class Registry:
+    """The plugin manager plus everything its plugins registered."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self.pm = pm
+        self.plugins: dict[str, PluginInfo] = {}
+        self.commands: dict[str, Command] = {}
+        self.models: dict[str, Model] = {}
+        self.command_owner: dict[str, str] = {}
+        # Command names promised by a broken plugin's entry point, so using them says why.
+        self.broken_commands: dict[str, PluginInfo] = {}
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def add(self, plugin: object, name: str, info: PluginInfo | None = None) -> PluginInfo:
+        """Register a plugin object (module or instance) and collect its registrations."""
+        info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__))
+        self.plugins[name] = info
+        try:
+            self.pm.register(plugin, name=name)
+            self.pm.check_pending()
+        except Exception as exc:  # a misspelled hook or a duplicate name: the plugin is out
+            self._fail(info, exc)
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            return info
+        self._collect(plugin, info)
+        return info
+
+    def remove(self, name: str) -> None:
+        """Unregister a plugin and everything it registered."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        info = self.plugins.pop(name, None)
+        if info is None:
+            return
+        for command in info.commands:
+            self.commands.pop(command, None)
+            self.command_owner.pop(command, None)
+        for model_name in info.models:
+            self.models.pop(model_name, None)
+
+    def load_entry_points(self) -> None:
+        for ep in sorted(_entry_points(), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                version=dist.version if dist else None,
+                distribution=dist.name if dist else None,
+                builtin=bool(dist and _canonical(dist.name) == HOST_DISTRIBUTION),
+            )
+            if ep.name in self.plugins:
+                self._fail(info, ValueError(f"plugin name {ep.name!r} is already taken"))
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                self.plugins[ep.name] = info
+                self._fail(info, exc)
+                # Its entry point name is its main command by convention: say why it is missing.
+                self.broken_commands.setdefault(ep.name, info)
+                continue
+            self.add(plugin, ep.name, info)
+
+    def _fail(self, info: PluginInfo, exc: BaseException) -> None:
+        info.error = f"{type(exc).__name__}: {exc}"
+        info.traceback = "".join(traceback.format_exception(exc))
+
+    def _collect(self, plugin: object, info: PluginInfo) -> None:
+        for hook_name, register in (("register_models", self._register_model),
+                                    ("register_commands", self._register_command)):
+            impl = getattr(plugin, hook_name, None)
+            if impl is None or not self.pm.is_registered(plugin):
+                continue
+            try:
+                impl(register=lambda item, _info=info, _reg=register: _reg(item, _info))
+            except Exception as exc:
+                # A half-registered plugin is worse than none: take back what it registered.
+                self._fail(info, exc)
+                for command in info.commands or [info.name]:
+                    self.broken_commands.setdefault(command, info)
+                    self.commands.pop(command, None)
+                    self.command_owner.pop(command, None)
+                for model_name in info.models:
+                    self.models.pop(model_name, None)
+                return
+
+    def _register_command(self, command: Command, info: PluginInfo) -> None:
+        if not isinstance(command, Command):
+            raise TypeError(f"register_commands got {type(command).__name__}, not imgen_cli.Command")
+        if command.name in self.commands:
+            raise ValueError(
+                f"command {command.name!r} is already registered by plugin {self.command_owner[command.name]!r}")
+        self.commands[command.name] = command
+        self.command_owner[command.name] = info.name
+        info.commands.append(command.name)
+
+    def _register_model(self, model: Model, info: PluginInfo) -> None:
+        if not isinstance(model, Model):
+            raise TypeError(f"register_models got {type(model).__name__}, not imgen_cli.Model")
+        if model.name in self.models:
+            raise ValueError(f"model {model.name!r} is already registered")
+        self.models[model.name] = model
+        info.models.append(model.name)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def models_for(self, task: str) -> list[Model]:
+        return [m for m in self.models.values() if m.task == task]
+
+    def default_model(self, task: str) -> Model | None:
+        models = self.models_for(task)
+        defaults = [m for m in models if m.default]
+        return (defaults or models or [None])[0]
+
+
+def _canonical(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def _entry_points():
+    return metadata.entry_points(group=GROUP)
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use from the installed entry points."""
+    global _registry
+    if _registry is None:
+        _registry = Registry(get_plugin_manager())
+        _registry.load_entry_points()
+    return _registry
+
+
+def set_registry(registry: Registry | None) -> None:
+    """Replace the process-wide registry (tests build their own world with this)."""
+    global _registry
+    _registry = registry
