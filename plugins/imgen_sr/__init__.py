@@ -1,0 +1,126 @@
+"""imgen sr: super-resolution with the project's own compact networks.
+
+This module is the plugin's front door: hook implementations only, no torch import, so that
+`imgen --help` stays instant. The network lives in `_net.py`, the training recipe in `train.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from imgen_cli import Command, Model, Tiling, hookimpl
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+# Receptive-field radius of CompactSR (11 stacked 3x3 convolutions) plus the bicubic skip's
+# two-pixel support, rounded up: tiles that overlap by this much match the untiled output.
+OVERLAP = 14
+
+# Most images people upscale are JPEGs from phones and the web, noisy and compressed; the real
+# model cleans those up where the fidelity model would sharpen the artefacts along with the
+# detail. Fidelity stays one option away for clean, lossless sources.
+DEFAULT_KIND = "real"
+DEFAULT_SCALE = 4
+
+# (kind, scale) -> weight file stem. The real model exists only at x4; other factors resize its
+# output, as Real-ESRGAN's --outscale does.
+SHIPPED = {("fidelity", 2): "fidelity_x2", ("fidelity", 3): "fidelity_x3",
+           ("fidelity", 4): "fidelity_x4", ("real", 4): "real_x4"}
+
+DESCRIPTIONS = {
+    "fidelity": "x{s} for clean images: trained on PIL bicubic downscaling, highest PSNR",
+    "real": "x{s} for real photos: trained on blind blur/noise/JPEG degradation, then adversarially",
+}
+
+
+def _model_name(kind: str, scale: int) -> str:
+    return f"sr-{kind}-x{scale}"
+
+
+def _loader(stem: str):
+    def load():
+        from safetensors.torch import load_file
+
+        from ._net import CompactSR, config_from_state
+
+        state = load_file(str(WEIGHTS / f"{stem}.safetensors"))
+        net = CompactSR(**config_from_state(state))
+        net.load_state_dict(state)
+        return net
+
+    return load
+
+
+@hookimpl
+def register_models(register):
+    for (kind, scale), stem in SHIPPED.items():
+        register(Model(
+            name=_model_name(kind, scale), task="sr", load=_loader(stem), scale=scale,
+            default=(kind, scale) == (DEFAULT_KIND, DEFAULT_SCALE),
+            description=DESCRIPTIONS[kind].format(s=scale), precisions=("fp32", "fp16", "bf16"),
+            weights=str(WEIGHTS / f"{stem}.safetensors"), meta={"kind": kind, "scale": scale},
+        ))
+
+
+def _select(options: dict) -> str:
+    kind = options.get("kind") or DEFAULT_KIND
+    scale = int(options.get("scale") or DEFAULT_SCALE)
+    if (kind, scale) not in SHIPPED:
+        scale = max(s for k, s in SHIPPED if k == kind)
+    return _model_name(kind, scale)
+
+
+def _tiling(ctx) -> Tiling:
+    return Tiling(scale=ctx.model().scale, overlap=OVERLAP, bytes_per_pixel=2048)
+
+
+def _process(x, ctx):
+    return ctx.model()(x)
+
+
+def _finish(y, ctx):
+    """Resize the model's output to --outscale, or to --scale when the model's factor differs."""
+    from imgen_cli.engine import resize
+
+    target = ctx.options.get("outscale") or (float(ctx.options["scale"]) if ctx.options.get("scale") else None)
+    if target is None or target == ctx.scale:
+        return y
+    h, w = (round(n / ctx.scale * target) for n in y.shape[-2:])
+    return resize(y, (max(1, h), max(1, w)))
+
+
+def _positive(ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter("must be greater than 0")
+    return value
+
+
+@hookimpl
+def register_commands(register):
+    register(Command(
+        name="sr",
+        help=(
+            "Upscale images 2x, 3x or 4x with a trained super-resolution network.\n\n"
+            f"The default is the 'real' x{DEFAULT_SCALE} model, made for everyday photos (JPEG, noise, "
+            "slight blur). Use --kind fidelity for clean, lossless images, where it keeps the "
+            "most faithful detail. --outscale gives any final factor: the model's factor first, "
+            "then a high-quality resize."
+        ),
+        process=_process,
+        params=[
+            click.Option(["--scale"], type=click.Choice(["2", "3", "4"]), default=None,
+                         help=f"Upscaling factor; picks the model trained for it (default {DEFAULT_SCALE}, "
+                              "or the factor of --model)."),
+            click.Option(["--kind"], type=click.Choice(["fidelity", "real"]), default=DEFAULT_KIND,
+                         show_default=True,
+                         help="fidelity: clean images, highest PSNR. real: photos with noise and JPEG "
+                              "artefacts (x4 model, resized for other factors)."),
+            click.Option(["--outscale"], type=float, default=None, callback=_positive,
+                         help="Final size factor, any value (e.g. 3.5): upscale with the model, then resize."),
+        ],
+        tiling=_tiling,
+        select_model=_select,
+        finish=_finish,
+    ))

@@ -1,0 +1,356 @@
+"""Training recipe for the sr models: `python -m imgen_sr.train --scale 2 --export weights/...`.
+
+fidelity models learn to invert PIL's bicubic downscale (the degradation the PSNR bar is measured
+on); real models learn from a blind, randomly ordered blur / downscale / noise / JPEG pipeline and
+may then be fine-tuned against a patch discriminator (`--gan`). Every run logs Y-PSNR on centre
+crops of the held-out photos (imgen_cli.datasets.VALIDATION) against PIL bicubic upscaling of the
+same input, saves a resumable checkpoint every few minutes and exports its best weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from imgen_cli import datasets
+from imgen_sr._net import CompactSR
+
+VAL_CROP = 720  # divisible by 2, 3 and 4, so every scale sees the same HR pixels
+
+
+def log(msg: str) -> None:
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+# --- metrics (shared with the benchmark) ------------------------------------------------------
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma in 16..235, as in MATLAB's rgb2ycbcr that SR papers report on."""
+    img = img.astype(np.float64)
+    return 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
+
+
+def psnr_y(a: np.ndarray, b: np.ndarray, border: int) -> float:
+    """Y-channel PSNR of two uint8 RGB images with `border` pixels cropped on every side."""
+    ya, yb = rgb_to_y(a), rgb_to_y(b)
+    if border:
+        ya, yb = ya[border:-border, border:-border], yb[border:-border, border:-border]
+    mse = np.mean((ya - yb) ** 2)
+    return float(10 * math.log10(255.0**2 / max(mse, 1e-12)))
+
+
+def pil_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """PIL bicubic resize of a uint8 RGB array to (width, height)."""
+    return np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+
+
+def crop_to_multiple(img: np.ndarray, m: int) -> np.ndarray:
+    return img[: img.shape[0] // m * m, : img.shape[1] // m * m]
+
+
+def centre_crop(img: np.ndarray, size: int) -> np.ndarray:
+    h, w = img.shape[:2]
+    size = min(size, h, w)
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top : top + size, left : left + size]
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float().div(255.0)
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    return t.clamp(0, 1).mul(255.0).round().byte().permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def upscale(model: nn.Module, lr: np.ndarray) -> np.ndarray:
+    return to_uint8(model(to_tensor(lr)[None])[0])
+
+
+# --- degradations ------------------------------------------------------------------------------
+
+def bicubic_down(hr: np.ndarray, scale: int) -> np.ndarray:
+    """PIL bicubic downscale, the fidelity models' (and the bar's) degradation."""
+    return pil_resize(hr, (hr.shape[1] // scale, hr.shape[0] // scale))
+
+
+def gaussian_kernel(rng: np.random.Generator) -> np.ndarray:
+    """A random isotropic or anisotropic, rotated Gaussian blur kernel."""
+    size = int(rng.choice([7, 9, 11, 13, 15, 17, 19, 21]))
+    s1 = rng.uniform(0.2, 3.0)
+    s2 = s1 if rng.random() < 0.5 else rng.uniform(0.2, 3.0)
+    theta = rng.uniform(0, math.pi)
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    cov = rot @ np.diag([s1**2, s2**2]) @ rot.T
+    r = np.arange(size) - size // 2
+    xy = np.stack(np.meshgrid(r, r, indexing="xy"), -1)
+    k = np.exp(-0.5 * np.einsum("...i,ij,...j->...", xy, np.linalg.inv(cov), xy))
+    return k / k.sum()
+
+
+def degrade_real(hr: np.ndarray, scale: int, rng: np.random.Generator) -> np.ndarray:
+    """Blind degradation: blur, resize and noise in random order, then JPEG; returns uint8 LR.
+
+    Real-ESRGAN's observation is that real photos are hurt by several of these at once and in no
+    fixed order; training on the shuffled mix is what makes the model sharpen JPEGs instead of
+    amplifying their blocks.
+    """
+    x = to_tensor(hr)[None]
+    out_hw = (hr.shape[0] // scale, hr.shape[1] // scale)
+
+    def blur(x):
+        if rng.random() < 0.9:
+            k = torch.from_numpy(gaussian_kernel(rng)).float()
+            p = k.shape[0] // 2
+            x = F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), k.expand(3, 1, *k.shape), groups=3)
+        return x
+
+    def resize(x):
+        mode = rng.choice(["area", "bilinear", "bicubic"])
+        if mode == "area":
+            return F.interpolate(x, size=out_hw, mode="area")
+        return F.interpolate(x, size=out_hw, mode=mode, align_corners=False, antialias=True)
+
+    def noise(x):
+        if rng.random() < 0.8:
+            sigma = rng.uniform(1, 25) / 255.0
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            shape = (1, 1, *x.shape[2:]) if rng.random() < 0.4 else x.shape
+            x = x + sigma * torch.randn(shape, generator=gen)
+        return x
+
+    for i in rng.permutation(3):
+        x = (blur, resize, noise)[i](x)
+    lr = to_uint8(x[0])
+    if rng.random() < 0.9:
+        buf = io.BytesIO()
+        Image.fromarray(lr).save(buf, format="JPEG", quality=int(rng.integers(30, 96)))
+        lr = np.asarray(Image.open(buf).convert("RGB"))
+    return lr
+
+
+# --- data --------------------------------------------------------------------------------------
+
+class Patches:
+    """Random aligned (LR, HR) patch pairs from training photos held in RAM as uint8."""
+
+    def __init__(self, photos, scale, patch, kind, rng):
+        self.scale, self.patch, self.kind, self.rng = scale, patch, kind, rng
+        self.hr = [crop_to_multiple(p, scale) for p in photos]
+        # Bicubic LR is computed once per photo with PIL so patches match the test degradation
+        # exactly, borders included.
+        self.lr = [bicubic_down(p, scale) for p in self.hr] if kind == "fidelity" else None
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s, p = self.scale, self.patch
+        lrs, hrs = [], []
+        for _ in range(n):
+            i = int(self.rng.integers(len(self.hr)))
+            hr_img = self.hr[i]
+            top = int(self.rng.integers(hr_img.shape[0] // s - p + 1))
+            left = int(self.rng.integers(hr_img.shape[1] // s - p + 1))
+            hr = hr_img[top * s : (top + p) * s, left * s : (left + p) * s]
+            if self.kind == "fidelity":
+                lr = self.lr[i][top : top + p, left : left + p]
+            else:
+                lr = degrade_real(hr, s, self.rng)
+            k, flip = int(self.rng.integers(4)), self.rng.random() < 0.5
+            lr, hr = np.rot90(lr, k), np.rot90(hr, k)
+            if flip:
+                lr, hr = lr[:, ::-1], hr[:, ::-1]
+            lrs.append(to_tensor(lr))
+            hrs.append(to_tensor(hr))
+        return torch.stack(lrs), torch.stack(hrs)
+
+
+def validation_pairs(photos, scale, kind, seed):
+    """(LR, HR) uint8 centre crops of the held-out photos, degraded like the model's test set."""
+    rng = np.random.default_rng(seed + 1000)
+    pairs = []
+    for p in photos:
+        hr = centre_crop(p, VAL_CROP)
+        lr = bicubic_down(hr, scale) if kind == "fidelity" else degrade_real(hr, scale, rng)
+        pairs.append((lr, hr))
+    return pairs
+
+
+def validate(model, pairs, scale) -> tuple[float, float]:
+    """Mean Y-PSNR (model, PIL bicubic) over the validation pairs, `scale` border cropped."""
+    model.eval()
+    ours, bic = [], []
+    for lr, hr in pairs:
+        ours.append(psnr_y(upscale(model, lr), hr, scale))
+        bic.append(psnr_y(pil_resize(lr, (hr.shape[1], hr.shape[0])), hr, scale))
+    model.train()
+    return float(np.mean(ours)), float(np.mean(bic))
+
+
+# --- GAN ---------------------------------------------------------------------------------------
+
+class PatchDiscriminator(nn.Module):
+    """Spectral-norm patch discriminator: one real/fake logit per ~40-pixel receptive field.
+
+    Args:
+        channels: width of the first layer, doubled at each stride-2 stage (default 32).
+    """
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        c = channels
+        self.net = nn.Sequential(
+            sn(nn.Conv2d(3, c, 3, padding=1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(c, c * 2, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(c * 2, c * 4, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(c * 4, c * 4, 4, 2, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(c * 4, c * 4, 3, padding=1)), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(c * 4, 1, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# --- training loop -----------------------------------------------------------------------------
+
+def init_from(model: nn.Module, path: str) -> None:
+    """Copy every tensor whose name and shape match (the body of another scale's model)."""
+    state = load_file(path) if path.endswith(".safetensors") else torch.load(path, weights_only=True)["model"]
+    own = model.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    log(f"initialised {len(matched)}/{len(own)} tensors from {path}")
+
+
+def cosine_lr(step: int, total: int, lr: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 1e-6 + 0.5 * (lr - 1e-6) * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
+    ap.add_argument("--kind", choices=("fidelity", "real"), default="fidelity")
+    ap.add_argument("--data", default=None, help="dataset folder (default: imgen_cli.datasets.data_root())")
+    ap.add_argument("--run", required=True, help="run folder for checkpoints (e.g. runs/sr/fidelity_x2)")
+    ap.add_argument("--export", required=True, help="safetensors file that receives the best weights")
+    ap.add_argument("--init", help="checkpoint or safetensors to initialise matching tensors from")
+    ap.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=48, help="LR patch size")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--blocks", type=int, default=4)
+    ap.add_argument("--gan", type=float, default=0.0, help="adversarial loss weight (0: pixel loss only)")
+    ap.add_argument("--val-every", type=int, default=250)
+    ap.add_argument("--ckpt-seconds", type=float, default=180)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+
+    root = datasets.data_root(args.data)
+    folder = root / "photos" if (root / "photos").is_dir() else root
+    train_files, val_files = datasets.split(datasets.image_files(folder))
+    log(f"{len(train_files)} training photos, {len(val_files)} held out: {[p.stem for p in val_files]}")
+    data = Patches([datasets.load_rgb(p) for p in train_files], args.scale, args.patch, args.kind, rng)
+    val = validation_pairs([datasets.load_rgb(p) for p in val_files], args.scale, args.kind, args.seed)
+
+    model = CompactSR(args.scale, args.channels, args.blocks)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    disc = d_opt = None
+    if args.gan > 0:
+        disc = PatchDiscriminator()
+        d_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    step, best = 0, -1.0
+    if args.resume and (run / "last.pt").exists():
+        ck = torch.load(run / "last.pt", weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        if disc is not None:
+            disc.load_state_dict(ck["disc"])
+            d_opt.load_state_dict(ck["d_opt"])
+        step, best = ck["step"], ck["best"]
+        torch.set_rng_state(ck["torch_rng"])
+        rng.bit_generator.state = ck["np_rng"]
+        log(f"resumed at step {step}, best {best:.3f} dB")
+    elif args.init:
+        init_from(model, args.init)
+
+    if step == 0:
+        ours, bic = validate(model, val, args.scale)
+        log(f"step 0 val Y-PSNR {ours:.3f} bicubic(PIL) {bic:.3f} gain {ours - bic:+.3f}")
+
+    def checkpoint():
+        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+              "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state}
+        if disc is not None:
+            ck.update(disc=disc.state_dict(), d_opt=d_opt.state_dict())
+        torch.save(ck, run / "last.tmp")
+        (run / "last.tmp").replace(run / "last.pt")
+
+    bce = nn.BCEWithLogitsLoss()
+    last_ck, t0, run_loss = time.time(), time.time(), 0.0
+    while step < args.steps:
+        lr = cosine_lr(step, args.steps, args.lr, warmup=0 if args.init or args.gan else 100)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = data.batch(args.batch)
+        out = model(x)
+        loss = F.l1_loss(out, y)
+        if disc is not None:
+            # Non-saturating GAN on top of L1: L1 keeps colours and structure, the
+            # discriminator pushes textures off the blurry mean L1 alone converges to.
+            fake_logits = disc(out)
+            loss = loss + args.gan * bce(fake_logits, torch.ones_like(fake_logits))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if disc is not None:
+            for g in d_opt.param_groups:
+                g["lr"] = lr
+            real_logits, fake_logits = disc(y), disc(out.detach())
+            d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+        step += 1
+        run_loss += loss.item()
+        if step % 50 == 0:
+            log(f"step {step} loss {run_loss / 50:.5f} lr {lr:.2e} {(time.time() - t0) / 50:.2f} s/step")
+            run_loss, t0 = 0.0, time.time()
+        if step % args.val_every == 0 or step == args.steps:
+            ours, bic = validate(model, val, args.scale)
+            log(f"step {step} val Y-PSNR {ours:.3f} bicubic(PIL) {bic:.3f} gain {ours - bic:+.3f}")
+            # A GAN run keeps its last weights: PSNR would always prefer the pre-GAN start.
+            if ours > best or disc is not None:
+                best = max(best, ours)
+                Path(args.export).parent.mkdir(parents=True, exist_ok=True)
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.export)
+                log(f"exported to {args.export}")
+        if time.time() - last_ck > args.ckpt_seconds or step == args.steps:
+            checkpoint()
+            last_ck = time.time()
+    log("done")
+
+
+if __name__ == "__main__":
+    main()
