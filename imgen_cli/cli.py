@@ -107,8 +107,9 @@ class ImgenGroup(click.Group):
         for sub in contexts:
             callback = sub.command.callback
             if getattr(callback, "broken", False):
-                with sub:
-                    return sub.invoke(callback, **sub.params)
+                error = callback.error
+                click.echo(f"imgen: error: {error}", err=True)
+                ctx.exit(error.exit_code)
         ctx.exit(run_chain(ctx, contexts))
 
 
@@ -138,9 +139,10 @@ def build_command(command: Command, registry: Registry) -> click.Command:
 
 def broken_command(name: str, info) -> click.Command:
     def fail(**kwargs):
-        raise PluginError(f"plugin {info.name!r} failed to load: {info.error}", name)
+        raise fail.error
 
     fail.broken = True
+    fail.error = PluginError(f"plugin {info.name!r} failed to load: {info.error}", name)
     return click.Command(
         name, callback=fail, help=f"(broken plugin {info.name}: {info.error})",
         short_help=f"(broken: {info.error})"[:80],
@@ -269,8 +271,7 @@ def _run_job(job, steps, engine, settings, reporter, derived: bool) -> str:
             reporter.info(f"{job.output}: exists, skipped")
             return "skipped"
         if not settings.overwrite:
-            raise ImgenError(f"{job.output} exists (use --overwrite to replace it, --skip-existing to skip it)",
-                             job.source)
+            raise ImgenError("exists (use --overwrite to replace it, --skip-existing to skip it)", job.output)
     picture = batch.read_source(job.source, settings.max_pixels)
     for step, inputs in steps:
         step.inputs = {}
@@ -287,7 +288,7 @@ def _run_job(job, steps, engine, settings, reporter, derived: bool) -> str:
         if job.output != batch.STDIO and os.path.exists(job.output) and not settings.overwrite:
             if settings.skip_existing:
                 return "skipped"
-            raise ImgenError(f"{job.output} exists (use --overwrite to replace it)", job.source)
+            raise ImgenError("exists (use --overwrite to replace it)", job.output)
     data, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
     for warning in warnings:
         reporter.say(f"{job.source}: {warning}")
@@ -339,7 +340,6 @@ def plugins(as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -349,7 +349,7 @@ def plugins(as_json):
         table.add_row(row["name"], row["version"] or "-", "built-in" if row["builtin"] else "third-party",
                       ", ".join(row["commands"]) or "-", ", ".join(row["models"]) or "-",
                       f"[red]error: {row['error']}[/red]" if row["error"] else "ok")
-    Console(soft_wrap=False).print(table)
+    _console().print(table)
 
 
 @cli.command()
@@ -366,7 +366,6 @@ def models(as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -375,7 +374,14 @@ def models(as_json):
     for row in rows:
         table.add_row(row["name"], row["task"], f"x{row['scale']}", "yes" if row["default"] else "",
                       f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "-", row["description"])
-    Console(soft_wrap=False).print(table)
+    _console().print(table)
+
+
+def _console():
+    from rich.console import Console
+
+    # Piped listings keep whole names instead of rich's default 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
 
 
 def main(argv=None) -> None:

@@ -9,6 +9,7 @@ every hook implementation is called on its own, so a broken plugin is recorded (
 from __future__ import annotations
 
 import importlib.metadata as metadata
+import os
 import traceback
 from dataclasses import dataclass, field
 
@@ -52,7 +53,8 @@ class Registry:
 
     def add(self, plugin: object, name: str, info: PluginInfo | None = None) -> PluginInfo:
         """Register a plugin object (module or instance) and collect its registrations."""
-        info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__))
+        info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__),
+                                  version=getattr(plugin, "__version__", None))
         self.plugins[name] = info
         try:
             self.pm.register(plugin, name=name)
@@ -101,6 +103,22 @@ class Registry:
                 self.broken_commands.setdefault(ep.name, info)
                 continue
             self.add(plugin, ep.name, info)
+
+    def load_modules(self, names: list[str]) -> None:
+        """Load plugins by module name (`IMGEN_PLUGINS=mod1,mod2`), as third-party plugins."""
+        import importlib
+
+        for module_name in names:
+            info = PluginInfo(name=module_name.rsplit(".", 1)[-1], module=module_name)
+            try:
+                plugin = importlib.import_module(module_name)
+            except Exception as exc:
+                self.plugins[info.name] = info
+                self._fail(info, exc)
+                self.broken_commands.setdefault(info.name, info)
+                continue
+            info.version = getattr(plugin, "__version__", None)
+            self.add(plugin, info.name, info)
 
     def _fail(self, info: PluginInfo, exc: BaseException) -> None:
         info.error = f"{type(exc).__name__}: {exc}"
@@ -172,11 +190,14 @@ _registry: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use from the installed entry points."""
+    """The process-wide registry, built on first use from the installed entry points and
+    the modules named in $IMGEN_PLUGINS (comma-separated)."""
     global _registry
     if _registry is None:
         _registry = Registry(get_plugin_manager())
         _registry.load_entry_points()
+        extra = os.environ.get("IMGEN_PLUGINS", "")
+        _registry.load_modules([name.strip() for name in extra.split(",") if name.strip()])
     return _registry
 
 

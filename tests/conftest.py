@@ -1,0 +1,50 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["imgen_cli.testing"]
+
+HERE = Path(__file__).resolve().parent
+TEST_PLUGINS = HERE / "plugins"
+DATA = HERE / "data"
+sys.path.insert(0, str(TEST_PLUGINS))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import numpy as np
+    import torch
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+@pytest.fixture
+def test_plugins(imgen_registry):
+    """The registry with the test-suite plugins (tiny upscaler, masked fill, invert) added."""
+    import imgen_test_tiny
+
+    imgen_registry.add(imgen_test_tiny, "imgen_test_tiny")
+    yield imgen_registry
+
+
+def imgen_env(plugins: str = "imgen_test_tiny") -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TEST_PLUGINS), env.get("PYTHONPATH")]))
+    env["IMGEN_PLUGINS"] = plugins
+    env.pop("NO_COLOR", None)
+    return env
+
+
+def imgen_cmd() -> list[str]:
+    """The installed console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("imgen")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "imgen_cli"]
+
+
+def run_imgen(args, input=None, plugins="imgen_test_tiny", cwd=None, **kwargs):
+    return subprocess.run(imgen_cmd() + [str(a) for a in args], input=input, capture_output=True,
+                          env=imgen_env(plugins), cwd=cwd, timeout=120, **kwargs)
