@@ -212,8 +212,9 @@ def encode(picture: Picture, fmt: str, quality: int | None = None, strip: bool =
         warnings.append(f"{fmt.upper()} holds 8 bits per channel: 16-bit image reduced to 8 bits")
     if fmt in ("jpeg", "webp", "bmp") and array.dtype == np.uint16:
         array = _to_uint8(array)
-    if fmt == "jpeg" and array.shape[2] in (2, 4):
-        warnings.append("JPEG has no alpha channel: image flattened onto white")
+    if fmt in ("jpeg", "bmp") and array.shape[2] in (2, 4):
+        # BMP's alpha variants are read back as opaque by most software, Pillow included.
+        warnings.append(f"{fmt.upper()} keeps no alpha channel: image flattened onto white")
         array = _flatten(array)
     if fmt == "webp" and array.shape[2] == 2:
         array = np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2)
@@ -247,6 +248,8 @@ def _encode_pillow(array, fmt: str, quality: int | None, icc: bytes | None, exif
     kwargs: dict = {}
     if fmt == "jpeg":
         kwargs["quality"] = quality or 95
+        # Chroma subsampling would blur the colour detail an enhancer just produced.
+        kwargs["subsampling"] = 0 if kwargs["quality"] >= 90 else 2
     elif fmt == "webp":
         if quality == 100:
             kwargs["lossless"] = True
