@@ -1,0 +1,192 @@
+"""The execution engine through the CLI: seamless tiling, OOM recovery, precision, alpha, grey, depth."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imgen_cli import Command, Tiling, hookimpl
+from imgen_cli import io as imgio
+from imgen_cli.testing import natural_image
+
+
+def read(path):
+    return imgio.decode(path.read_bytes()).array
+
+
+def write(path, array):
+    path.write_bytes(imgio.encode(imgio.Picture(array, "png"), "png")[0])
+    return path
+
+
+class EnginePlugin:
+    """Commands that exercise one engine feature each."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def register_commands(self, register):
+        def blur(x, ctx):
+            import torch.nn.functional as F
+
+            # Two 5x5 box blurs: receptive-field radius 4.
+            for _ in range(2):
+                x = F.avg_pool2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+            return x
+
+        def oom_above_64(x, ctx):
+            self.calls.append(tuple(x.shape[-2:]))
+            if max(x.shape[-2:]) > 64:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return x * 0.5
+
+        def nan_in_low_precision(x, ctx):
+            import torch
+
+            self.calls.append(x.dtype)
+            return x * float("nan") if x.dtype != torch.float32 else x.sqrt()
+
+        def shuffle(x, ctx):
+            import torch.nn.functional as F
+
+            # Needs even sizes: pixel-unshuffle, a 3x3 mean, shuffle back.
+            y = F.pixel_unshuffle(x, 2)
+            y = F.avg_pool2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+            return F.pixel_shuffle(y, 2)
+
+        def channels_seen(x, ctx):
+            self.calls.append(x.shape[1])
+            return x
+
+        register(Command("blur", "Blur.", blur, tiling=Tiling(overlap=4)))
+        register(Command("halve", "Halve.", oom_above_64, tiling=Tiling(overlap=0)))
+        register(Command("sqrt", "Square root.", nan_in_low_precision, tiling=Tiling(overlap=0)))
+        register(Command("shuffle", "Shuffle.", shuffle, tiling=Tiling(overlap=4, multiple=2)))
+        register(Command("onechannel", "Per channel.", channels_seen, channels=1, tiling=Tiling(overlap=0)))
+
+
+@pytest.fixture
+def engine_plugin(test_plugins):
+    plugin = EnginePlugin()
+    test_plugins.add(plugin, "engine-test")
+    return plugin
+
+
+@pytest.mark.parametrize("command,tile", [("blur", 40), ("blur", 64), ("tinyup", 48), ("tinyup", 33),
+                                          ("shuffle", 50), ("shuffle", 37)])
+def test_tiled_output_matches_untiled(imgen, engine_plugin, tmp_path, command, tile):
+    source = write(tmp_path / "in.png", natural_image(131, 177, 3, seed=3))
+    assert imgen([command, source, "--tile", "0", "-o", "whole.png"]).exit_code == 0
+    result = imgen([command, source, "--tile", tile, "-o", "tiled.png"])
+    assert result.exit_code == 0, result.stderr
+    whole, tiled = read(tmp_path / "whole.png"), read(tmp_path / "tiled.png")
+    assert whole.shape == tiled.shape
+    assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_odd_sizes_are_padded_for_networks_that_need_a_multiple(imgen, engine_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(41, 57, 3))
+    result = imgen(["shuffle", source, "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    assert read(tmp_path / "out.png").shape == (41, 57, 3)
+
+
+def test_out_of_memory_halves_the_tile_and_carries_on(imgen, engine_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(150, 150, 3))
+    result = imgen(["halve", "-v", source, "--tile", "256", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    assert "out of memory" in result.stderr
+    assert max(max(shape) for shape in engine_plugin.calls[-4:]) <= 64
+    expected = np.round(read(source) / 2 + 1e-6)
+    assert np.abs(read(tmp_path / "out.png") - expected).max() <= 1
+
+
+def test_reduced_precision_nan_is_retried_in_fp32(imgen, engine_plugin, tmp_path):
+    import torch
+
+    source = write(tmp_path / "in.png", natural_image(32, 32, 3))
+    result = imgen(["sqrt", "-v", source, "--precision", "bf16", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    assert engine_plugin.calls == [torch.bfloat16, torch.float32]
+    assert "retrying in fp32" in result.stderr
+    expected = np.sqrt(read(source) / 255) * 255
+    assert np.abs(read(tmp_path / "out.png") - expected).max() <= 1
+
+
+def test_auto_precision_is_fp32_on_cpu(imgen, engine_plugin, tmp_path):
+    import torch
+
+    source = write(tmp_path / "in.png", natural_image(16, 16, 3))
+    assert imgen(["sqrt", source, "--device", "cpu"]).exit_code == 0
+    assert engine_plugin.calls == [torch.float32]
+
+
+def test_alpha_is_untouched_when_size_is_kept(imgen, test_plugins, tmp_path):
+    rgba = natural_image(64, 80, 4, seed=5)
+    source = write(tmp_path / "in.png", rgba)
+    assert imgen(["invert", source, "-o", "out.png"]).exit_code == 0
+    out = read(tmp_path / "out.png")
+    assert out.shape == (64, 80, 4)
+    assert np.array_equal(out[:, :, 3], rgba[:, :, 3])
+    assert np.array_equal(out[:, :, :3], 255 - rgba[:, :, :3])
+
+
+def test_alpha_is_resized_with_the_image_without_dark_fringes(imgen, test_plugins, tmp_path):
+    # A light disc on a fully transparent background whose hidden colour is black.
+    yy, xx = np.mgrid[0:64, 0:64]
+    inside = (yy - 32) ** 2 + (xx - 32) ** 2 < 20 ** 2
+    rgba = np.zeros((64, 64, 4), np.uint8)
+    rgba[inside] = (230, 200, 120, 255)
+    source = write(tmp_path / "in.png", rgba)
+    result = imgen(["tinyup", source, "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    assert out.shape == (128, 128, 4)
+    edge = (out[:, :, 3] > 20) & (out[:, :, 3] < 235)
+    assert edge.sum() > 50
+    # Edge pixels keep the disc's colour instead of being darkened toward the hidden black.
+    assert out[edge][:, 0].mean() > 200
+
+
+def test_grey_stays_grey_and_16_bit_stays_16_bit(imgen, test_plugins, tmp_path):
+    grey16 = natural_image(40, 48, 1, dtype="uint16")
+    source = write(tmp_path / "in.png", grey16)
+    result = imgen(["tinyup", source, "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    assert out.shape == (80, 96, 1) and out.dtype == np.uint16
+    assert len(np.unique(out)) > 256  # real 16-bit values, not 8-bit ones scaled up
+
+
+def test_single_channel_commands_see_one_channel_at_a_time(imgen, engine_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(20, 20, 3))
+    assert imgen(["onechannel", source, "-o", "out.png"]).exit_code == 0
+    assert engine_plugin.calls == [1]
+    assert np.array_equal(read(tmp_path / "out.png"), read(source))
+
+
+def test_bleed_colour_fills_only_transparent_pixels():
+    import torch
+
+    from imgen_cli.engine import bleed_colour
+
+    rgb = torch.zeros(1, 3, 8, 8)
+    rgb[..., :4] = 0.8
+    alpha = torch.zeros(1, 1, 8, 8)
+    alpha[..., :4] = 1
+    filled = bleed_colour(rgb, alpha)
+    assert torch.equal(filled[..., :4], rgb[..., :4])
+    assert torch.allclose(filled[..., 4:], torch.full_like(filled[..., 4:], 0.8))
+
+
+def test_tile_spans_cover_with_required_overlap():
+    from imgen_cli.engine import _spans, _weights
+
+    spans = _spans(1000, 256, 40, 4)
+    assert spans[0][0] == 0 and spans[-1][1] == 1000
+    assert all(b - a == 256 and a % 4 == 0 for a, b in spans)
+    assert all(spans[i][1] - spans[i + 1][0] >= 40 for i in range(len(spans) - 1))
+    total = np.zeros(2000)
+    for i, (a, b) in enumerate(spans):
+        total[2 * a:2 * b] += _weights(spans, i, 2, 8, "cpu").numpy()
+    assert np.allclose(total, 1)
