@@ -1,0 +1,98 @@
+"""The `denoise` command: remove Gaussian-like noise, at a level estimated from the image or given.
+
+This module is the plugin's front door and imports neither torch nor numpy; the network
+(`_net.py`) and the noise estimator (`_estimate.py`) are imported when an image is processed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from imgen_cli import Command, Model, Tiling, hookimpl
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+MODEL = "denoise-ffdnet"
+MAX_SIGMA = 75.0
+
+
+def _load():
+    from safetensors.torch import load_file
+
+    from ._net import FFDNet
+
+    net = FFDNet()
+    net.load_state_dict(load_file(str(WEIGHTS / "ffdnet.safetensors")))
+    return net
+
+
+def _prepare(x, ctx) -> None:
+    """Fix the noise level for the whole image before it is cut into tiles."""
+    strength = ctx.options.get("strength", 1.0)
+    sigma = ctx.options.get("sigma")
+    if sigma is None:
+        from ._estimate import estimate_sigma
+
+        estimate = float(estimate_sigma(x).max()) * 255
+        ctx.info(f"estimated noise sigma {estimate:.1f} (0-255 scale)")
+        sigma = estimate
+    level = min(max(sigma * strength, 0.0), MAX_SIGMA)
+    if strength != 1.0:
+        ctx.info(f"sigma {sigma:.1f} x strength {strength:g} = {level:.1f}")
+    ctx.state["sigma"] = level / 255
+
+
+def _process(x, ctx):
+    return ctx.model()(x, ctx.state["sigma"])
+
+
+@hookimpl
+def register_models(register):
+    register(
+        Model(
+            name=MODEL,
+            task="denoise",
+            load=_load,
+            default=True,
+            precisions=("fp32", "fp16", "bf16"),
+            weights=str(WEIGHTS / "ffdnet.safetensors"),
+            description="FFDNet-style denoiser for Gaussian noise of sigma 0..75, trained by imgen",
+            meta={"max_sigma": MAX_SIGMA},
+        )
+    )
+
+
+@hookimpl
+def register_commands(register):
+    register(
+        Command(
+            name="denoise",
+            help=(
+                "Remove noise from photos.\n\n"
+                "By default the noise level is estimated from each image (Chen et al. 2015, shown "
+                "with --verbose); --sigma sets it instead, on the 0-255 scale. --strength scales the "
+                "level the network is told: below 1 keeps more detail (and noise), above 1 smooths more."
+            ),
+            process=_process,
+            prepare=_prepare,
+            params=[
+                click.Option(
+                    ["--sigma"],
+                    type=click.FloatRange(0, MAX_SIGMA),
+                    default=None,
+                    help="Noise standard deviation on the 0-255 scale; estimated from the image when omitted.",
+                ),
+                click.Option(
+                    ["--strength"],
+                    type=click.FloatRange(0, 4),
+                    default=1.0,
+                    show_default=True,
+                    help="Multiply the noise level (estimated or given) by this.",
+                ),
+            ],
+            # The network sees 25 half-resolution pixels, 25 input pixels either side.
+            tiling=Tiling(scale=1, overlap=26, multiple=2, bytes_per_pixel=2048),
+            channels=3,
+        )
+    )
