@@ -145,7 +145,12 @@ class Engine:
     # -- images ----------------------------------------------------------------------------
 
     def run(self, array, steps: list[Step], source: str = "-"):
-        """Run a chain of steps on an (H, W, C) uint8/uint16 array; returns an array of the same dtype."""
+        """Run a chain of steps on an (H, W, C) uint8/uint16 array; returns an array of the same dtype.
+
+        Between steps the image stays a float tensor (on the device when it fits). The last step
+        streams finished rows of tiles straight into the integer output array, so a large image
+        never holds a full-size float copy of its output.
+        """
         import numpy as np
 
         torch = _torch()
@@ -153,17 +158,17 @@ class Engine:
         with torch.inference_mode():
             home = self._home_device(array)
             x = torch.from_numpy(np.ascontiguousarray(array)).to(home).permute(2, 0, 1)[None].float() / top
-            channels = x.shape[1]
             alpha = None
-            if channels in (2, 4):
+            if x.shape[1] in (2, 4):
                 x, alpha = x[:, :-1], x[:, -1:]
                 x = bleed_colour(x, alpha)
-            for step in steps:
-                x, alpha = self._run_step(step, x, alpha, source)
+            for k, step in enumerate(steps):
+                last = k == len(steps) - 1
+                sink = ArraySink(array.dtype, alpha is not None) if last else TensorSink(home)
+                x, alpha = self._run_step(step, x, alpha, source, sink)
             if alpha is not None:
-                x = torch.cat([x, alpha.to(x.device)], dim=1)
-            out = (x[0].permute(1, 2, 0).clamp(0, 1) * top).round_()
-            return out.to("cpu", torch.int32).numpy().astype(array.dtype)
+                x[:, :, -1] = _quantize(alpha[0, 0], top, array.dtype)
+            return x
 
     def _home_device(self, array):
         """Where whole images live between steps: the device if it has room, else the CPU."""
@@ -174,30 +179,27 @@ class Engine:
                 return self.device
         return torch.device("cpu")
 
-    def _run_step(self, step: Step, x, alpha, source: str):
+    def _run_step(self, step: Step, x, alpha, source: str, sink):
         torch = _torch()
         command = step.command
-        grey = x.shape[1] == 1
         dtype = self.dtype_for(step)
+        grey = x.shape[1] == 1
         try:
-            y = self._attempt(step, x, alpha, dtype, source)
-            if dtype != torch.float32 and _looks_broken(x, y):
+            self._attempt(step, x, alpha, dtype, source, sink.reset(grey))
+            if dtype != torch.float32 and sink.broken(x):
                 self.info(f"{command.name}: reduced precision gave NaN or black output, retrying in fp32")
-                y = self._attempt(step, x, alpha, torch.float32, source)
+                self._attempt(step, x, alpha, torch.float32, source, sink.reset(grey))
         except ImgenError:
             raise
         except Exception as exc:
             if _is_oom(exc):
                 raise ImgenError(f"{command.name}: out of memory (try a smaller --tile)", source) from exc
             raise ImgenError(f"{command.name} failed: {type(exc).__name__}: {exc}", source) from exc
-        if grey and y.shape[1] == 3:
-            y = (0.299 * y[:, :1] + 0.587 * y[:, 1:2] + 0.114 * y[:, 2:3])
-        if alpha is not None and alpha.shape[-2:] != y.shape[-2:]:
-            alpha = resize(alpha, y.shape[-2:])
-        return y.clamp(0, 1), alpha
+        if alpha is not None and tuple(alpha.shape[-2:]) != sink.size:
+            alpha = resize(alpha, sink.size)
+        return sink.result(), alpha
 
-    def _attempt(self, step: Step, x, alpha, dtype, source: str):
-        torch = _torch()
+    def _attempt(self, step: Step, x, alpha, dtype, source: str, sink):
         command = step.command
         ctx = Context(self, step, dtype, source)
         ctx.alpha = alpha.to(self.device) if (alpha is not None and command.alpha == "keep") else None
@@ -214,9 +216,7 @@ class Engine:
         spatial = {s.name for s in command.inputs if s.spatial}
         ctx.inputs = {k: v.to(self.device, dtype) for k, v in extras.items() if k not in spatial}
         if command.prepare is not None:
-            ctx.state.clear()
-            whole = x if x.device == self.device else _maybe_to(x, self.device)
-            command.prepare(whole, ctx)
+            command.prepare(_maybe_to(x, self.device), ctx)
         per_channel = command.channels == 1 and x.shape[1] > 1
 
         def call(batch, crops):
@@ -230,12 +230,14 @@ class Engine:
             return out.float()
 
         spatial_extras = {k: v for k, v in extras.items() if k in spatial}
-        y = self._tiled(call, x, spatial_extras, tiling, source)
-        if command.finish is not None:
-            y = command.finish(y.to(self.device, dtype), ctx).float()
-        return y.to(x.device)
-
-    # -- tiling ----------------------------------------------------------------------------
+        if command.finish is None:
+            self._tiled(call, x, spatial_extras, tiling, sink)
+            return
+        whole = TensorSink(x.device).reset(False)
+        self._tiled(call, x, spatial_extras, tiling, whole)
+        y = command.finish(whole.result().to(self.device, dtype), ctx).float()
+        sink.open(tuple(y.shape[-2:]))
+        sink.write(0, y)
 
     def tile_size(self, tiling: Tiling, height: int, width: int) -> int:
         """Tile side in input pixels; 0 means the whole image in one call."""
@@ -252,14 +254,15 @@ class Engine:
         side = int(math.sqrt(budget / max(tiling.bytes_per_pixel, 1)))
         return max(128, min(side, 4096))
 
-    def _tiled(self, call, x, extras: dict, tiling: Tiling, source: str):
+    def _tiled(self, call, x, extras: dict, tiling: Tiling, sink):
         import torch.nn.functional as F
 
         torch = _torch()
         height, width = x.shape[-2:]
+        sink.open((height * tiling.scale, width * tiling.scale))
         m = max(1, tiling.multiple)
         # Pad once for the whole image, so every tile starts on a multiple too: networks that
-        # pixel-unshuffle are not shift-invariant at finer offsets.
+        # pixel-unshuffle are not shift-invariant at finer offsets. The sink crops the padding.
         ph, pw = -height % m, -width % m
         if ph or pw:
             mode = "reflect" if ph < height and pw < width else "replicate"
@@ -269,10 +272,10 @@ class Engine:
         while True:
             try:
                 if tile == 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):
-                    y = call(x, extras)
+                    sink.write(0, call(x, extras))
                 else:
-                    y = self._run_tiles(call, x, extras, tiling, tile)
-                break
+                    self._run_tiles(call, x, extras, tiling, tile, sink)
+                return
             except Exception as exc:
                 if not (_is_oom(exc) and tiling.tileable):
                     raise
@@ -283,11 +286,10 @@ class Engine:
                     raise
                 self.info(f"out of memory with {tile or 'whole-image'} tiles, retrying with {smaller}")
                 tile = smaller
-        if ph or pw:
-            y = y[..., :height * tiling.scale, :width * tiling.scale]
-        return y
+                sink.reset(sink.grey).open((height * tiling.scale, width * tiling.scale))
 
-    def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int):
+    def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int, sink):
+        """Process tiles row by row, handing each finished band of output rows to the sink."""
         torch = _torch()
         s = tiling.scale
         feather = max(2, tiling.overlap // 2)
@@ -297,35 +299,38 @@ class Engine:
         height, width = x.shape[-2:]
         ys = _spans(height, tile, margin, m)
         xs = _spans(width, tile, margin, m)
-        wy = [_weights(ys, i, s, feather, x.device) for i in range(len(ys))]
-        wx = [_weights(xs, i, s, feather, x.device) for i in range(len(xs))]
-        jobs = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
+        wx = [_weights(xs, j, s, feather, x.device) for j in range(len(xs))]
         batch = self._batch_size(tiling, tile)
-        out = None
-        bar = self.progress(total=len(jobs), desc="tiles", unit="tile") if self.progress and len(jobs) > 1 else None
+        bar = self.progress(total=len(ys) * len(xs), desc="tiles", unit="tile") if self.progress else None
+        pending, top = None, 0  # float rows [top, top + pending rows) still receiving tiles
         try:
-            for start in range(0, len(jobs), batch):
-                group = jobs[start:start + batch]
-                tiles, crops = [], {k: [] for k in extras}
-                for i, j in group:
-                    (y0, y1), (x0, x1) = ys[i], xs[j]
-                    tiles.append(x[..., y0:y1, x0:x1])
-                    for k, v in extras.items():
-                        crops[k].append(v[..., y0:y1, x0:x1])
-                results = call(torch.cat(tiles), {k: torch.cat(v) for k, v in crops.items()}).to(x.device)
-                if out is None:
-                    out = torch.zeros((x.shape[0], results.shape[1], height * s, width * s),
-                                      dtype=torch.float32, device=x.device)
-                for k, (i, j) in enumerate(group):
-                    (y0, y1), (x0, x1) = ys[i], xs[j]
-                    weight = wy[i][:, None] * wx[j][None, :]
-                    out[..., y0 * s:y1 * s, x0 * s:x1 * s] += results[k * x.shape[0]:(k + 1) * x.shape[0]] * weight
-                if bar is not None:
-                    bar.update(len(group))
+            for i, (y0, y1) in enumerate(ys):
+                wy = _weights(ys, i, s, feather, x.device)
+                if pending is not None:
+                    sink.write(top, pending[..., : y0 * s - top, :])  # no later tile reaches these rows
+                    carried = pending[..., y0 * s - top:, :]
+                band = None
+                for start in range(0, len(xs), batch):
+                    cols = range(start, min(start + batch, len(xs)))
+                    tiles = torch.cat([x[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols])
+                    crops = {k: torch.cat([v[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols]) for k, v in extras.items()}
+                    results = call(tiles, crops).to(x.device)
+                    if band is None:
+                        band = torch.zeros((x.shape[0], results.shape[1], (y1 - y0) * s, width * s),
+                                           dtype=torch.float32, device=x.device)
+                        if pending is not None:
+                            band[..., : carried.shape[-2], :] = carried
+                    n = x.shape[0]
+                    for k, j in enumerate(cols):
+                        x0, x1 = xs[j]
+                        band[..., x0 * s:x1 * s] += results[k * n:(k + 1) * n] * (wy[:, None] * wx[j][None, :])
+                    if bar is not None:
+                        bar.update(len(cols))
+                pending, top = band, y0 * s
+            sink.write(top, pending)
         finally:
             if bar is not None:
                 bar.close()
-        return out
 
     def _batch_size(self, tiling: Tiling, tile: int) -> int:
         if self.device.type != "cuda":
@@ -333,6 +338,95 @@ class Engine:
         torch = _torch()
         free, _ = torch.cuda.mem_get_info(self.device)
         return max(1, min(16, int(free * 0.5 / (tiling.bytes_per_pixel * tile * tile))))
+
+
+class TensorSink:
+    """Collects a step's output rows into one float tensor (for the next step of a chain)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.grey = False
+
+    def reset(self, grey: bool):
+        self.grey, self.out, self.size = grey, None, None
+        return self
+
+    def open(self, size):
+        self.size = tuple(size)
+
+    def write(self, row: int, band) -> None:
+        band = _finish_band(band, self.grey, self.size, row)
+        if band is None:
+            return
+        if self.out is None:
+            self.out = _torch().empty((band.shape[0], band.shape[1], *self.size), device=self.device)
+        self.out[..., row:row + band.shape[-2], :] = band.to(self.device)
+
+    def broken(self, x) -> bool:
+        return _looks_broken(x, self.out)
+
+    def result(self):
+        return self.out
+
+
+class ArraySink:
+    """Quantizes a step's output rows straight into the final (H, W, C) integer array."""
+
+    def __init__(self, dtype, alpha: bool):
+        self.dtype, self.alpha = dtype, alpha
+        self.top = 65535.0 if str(dtype) == "uint16" else 255.0
+        self.grey = False
+
+    def reset(self, grey: bool):
+        self.grey, self.out, self.size = grey, None, None
+        self.nan, self.peak = False, 0.0
+        return self
+
+    def open(self, size):
+        self.size = tuple(size)
+
+    def write(self, row: int, band) -> None:
+        import numpy as np
+
+        torch = _torch()
+        band = _finish_band(band, self.grey, self.size, row, clamp=False)
+        if band is None:
+            return
+        self.nan = self.nan or bool(torch.isnan(band).any())
+        self.peak = max(self.peak, float(band.nan_to_num(0).abs().max()))
+        if self.out is None:
+            channels = band.shape[1] + (1 if self.alpha else 0)
+            self.out = np.empty((*self.size, channels), dtype=self.dtype)
+        rows = band.shape[-2]
+        self.out[row:row + rows, :, :band.shape[1]] = _quantize(band[0].permute(1, 2, 0), self.top, self.dtype)
+
+    def broken(self, x) -> bool:
+        return self.nan or (self.peak == 0.0 and float(x.max()) > 0.0)
+
+    def result(self):
+        return self.out
+
+
+def _finish_band(band, grey: bool, size, row: int, clamp: bool = True):
+    """Crop padding beyond the output size, turn RGB back into grey for grey images, clamp."""
+    band = band[..., : max(0, size[0] - row), : size[1]]
+    if band.shape[-2] == 0:
+        return None
+    if grey and band.shape[1] == 3:
+        band = 0.299 * band[:, :1] + 0.587 * band[:, 1:2] + 0.114 * band[:, 2:3]
+    return band.clamp(0, 1) if clamp else band
+
+
+def _quantize(values, top: float, dtype):
+    """Float 0..1 to integers, rounding, in row chunks to bound the temporary memory."""
+    import numpy as np
+
+    out = np.empty(tuple(values.shape), dtype=dtype)
+    step = max(1, (1 << 24) // max(1, values[0].numel()))
+    for start in range(0, values.shape[0], step):
+        chunk = values[start:start + step].float().nan_to_num(0).clamp(0, 1).mul(top).round()
+        out[start:start + step] = chunk.to("cpu", _torch().int32).numpy()
+    return out
 
 
 def _spans(length: int, tile: int, margin: int, multiple: int) -> list[tuple[int, int]]:

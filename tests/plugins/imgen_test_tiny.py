@@ -45,6 +45,15 @@ def torch_where(mask, value, x):
     return torch.where(mask.expand_as(x), torch.full_like(x, value), x)
 
 
+def _smooth(x, ctx):
+    import torch.nn.functional as F
+
+    # Two 3x3 means: receptive-field radius 2.
+    for _ in range(2):
+        x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    return x
+
+
 def _invert(x, ctx):
     if ctx.options["fail"]:
         raise RuntimeError("asked to fail")
@@ -65,5 +74,7 @@ def register_commands(register):
                      params=[click.Option(["--value"], type=float, default=1.0)],
                      inputs=[ImageInput("mask", help="Mask (white = fill).", mode="L", required=True)],
                      tiling=Tiling(overlap=0)))
+    register(Command(name="smooth", help="Smooth with a small mean filter.", process=_smooth,
+                     tiling=Tiling(overlap=2, bytes_per_pixel=256)))
     register(Command(name="invert", help="Invert colours.", process=_invert, channels=None,
                      params=[click.Option(["--fail"], is_flag=True)], tiling=Tiling(overlap=0)))

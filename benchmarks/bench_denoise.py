@@ -1,0 +1,140 @@
+"""Quality and speed of `imgen denoise` against CBM3D and OpenCV non-local means.
+
+    pip install bm3d opencv-python-headless      # benchmark-only peers, not imgen dependencies
+    PYTHONPATH=plugins:. python benchmarks/bench_denoise.py [--crop 512] [--weights FILE]
+
+Every held-out photo (imgen_cli.datasets.VALIDATION, never trained on) is centre-cropped, given
+additive Gaussian noise at sigma 15, 25 and 50 (0-255 scale, fixed seed) and saved to 8 bits, as
+a noisy PNG would be; every method denoises the same 8-bit image and is scored by PSNR against the
+clean crop after its output is rounded to 8 bits. CBM3D (the `bm3d` package) is given the true
+sigma; OpenCV's fastNlMeansDenoisingColored gets, per level, the h (= hColor) with the best mean
+PSNR from a grid, an oracle choice in its favour. imgen runs once with the true sigma and once
+blind (its own estimate, timing included). Seconds per megapixel come from the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+
+from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_denoise import WEIGHTS
+from imgen_denoise._estimate import estimate_sigma
+from imgen_denoise._net import FFDNet
+
+SIGMAS = (15, 25, 50)
+NLM_FACTORS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)
+
+
+def psnr(clean: np.ndarray, out: np.ndarray) -> float:
+    mse = np.mean((clean.astype(np.float64) - out.astype(np.float64)) ** 2)
+    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
+
+
+def to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="folder of photos (default: data_root()/photos)")
+    ap.add_argument("--crop", type=int, default=512, help="centre crop side; 0 for whole photos (CBM3D is slow)")
+    ap.add_argument("--weights", default=str(WEIGHTS / "ffdnet.safetensors"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (minutes per level)")
+    args = ap.parse_args()
+
+    import cv2
+    from safetensors.torch import load_file
+
+    folder = args.data or data_root() / "photos"
+    _, val_files = split(image_files(folder))
+    cleans = []
+    for path in val_files:
+        im = load_rgb(path)
+        if args.crop:
+            h, w = im.shape[:2]
+            y, x = max(0, (h - args.crop) // 2), max(0, (w - args.crop) // 2)
+            im = im[y : y + args.crop, x : x + args.crop]
+        cleans.append(np.ascontiguousarray(im))
+    megapixels = sum(c.shape[0] * c.shape[1] for c in cleans) / 1e6
+
+    net = FFDNet()
+    net.load_state_dict(load_file(args.weights))
+    net.eval()
+
+    def imgen(noisy: np.ndarray, sigma: float | None) -> tuple[np.ndarray, float]:
+        with torch.inference_mode():
+            x = torch.from_numpy(noisy).permute(2, 0, 1)[None].float() / 255
+            level = float(estimate_sigma(x)[0]) if sigma is None else sigma / 255
+            y = net(x, level).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+        return to_u8(y), level * 255
+
+    scores: dict[str, dict[int, list[float]]] = {}
+    seconds: dict[str, float] = {}
+    estimates: dict[int, list[float]] = {s: [] for s in SIGMAS}
+
+    def record(method: str, sigma: int, value: float, took: float) -> None:
+        scores.setdefault(method, {s: [] for s in SIGMAS})[sigma].append(value)
+        seconds[method] = seconds.get(method, 0.0) + took
+
+    rng = np.random.default_rng(args.seed)
+    nlm: dict[int, dict[float, list[float]]] = {s: {f: [] for f in NLM_FACTORS} for s in SIGMAS}
+    nlm_time: dict[int, dict[float, float]] = {s: {f: 0.0 for f in NLM_FACTORS} for s in SIGMAS}
+    for path, clean in zip(val_files, cleans):
+        for sigma in SIGMAS:
+            noisy = to_u8(clean / 255 + rng.normal(0, sigma / 255, clean.shape))
+            record("noisy input", sigma, psnr(clean, noisy), 0.0)
+
+            t = time.perf_counter()
+            out, _ = imgen(noisy, sigma)
+            record("imgen, true sigma", sigma, psnr(clean, out), time.perf_counter() - t)
+            t = time.perf_counter()
+            out, estimate = imgen(noisy, None)
+            record("imgen, blind", sigma, psnr(clean, out), time.perf_counter() - t)
+            estimates[sigma].append(estimate)
+
+            if not args.no_bm3d:
+                import bm3d
+
+                t = time.perf_counter()
+                out = bm3d.bm3d_rgb(noisy / 255.0, sigma / 255.0)
+                record("CBM3D, true sigma", sigma, psnr(clean, to_u8(out)), time.perf_counter() - t)
+
+            for f in NLM_FACTORS:
+                h = f * sigma
+                t = time.perf_counter()
+                out = cv2.fastNlMeansDenoisingColored(noisy, None, h, h, 7, 21)
+                nlm_time[sigma][f] += time.perf_counter() - t
+                nlm[sigma][f].append(psnr(clean, out))
+            print(f"{path.stem} sigma {sigma}: " + ", ".join(f"{m} {v[sigma][-1]:.2f}" for m, v in scores.items()),
+                  flush=True)
+
+    for sigma in SIGMAS:
+        best = max(NLM_FACTORS, key=lambda f: np.mean(nlm[sigma][f]))
+        scores.setdefault("OpenCV NLM, best h", {s: [] for s in SIGMAS})[sigma] = nlm[sigma][best]
+        seconds["OpenCV NLM, best h"] = seconds.get("OpenCV NLM, best h", 0.0) + nlm_time[sigma][best]
+        print(f"NLM best h at sigma {sigma}: {best * sigma:.1f}")
+
+    crop = f"{args.crop}x{args.crop} centre crops" if args.crop else "whole photos"
+    print(f"\n{len(cleans)} held-out photos ({', '.join(p.stem for p in val_files)}), {crop}, "
+          f"torch threads {torch.get_num_threads()}\n")
+    print("| method | " + " | ".join(f"sigma {s}" for s in SIGMAS) + " | s/MP |")
+    print("|---|" + "---|" * (len(SIGMAS) + 1))
+    runs = len(SIGMAS) * megapixels
+    for method, per in scores.items():
+        speed = f"{seconds[method] / runs:.2f}" if seconds.get(method) else "-"
+        print(f"| {method} | " + " | ".join(f"{np.mean(per[s]):.2f}" for s in SIGMAS) + f" | {speed} |")
+    print("\nblind estimate (mean, min..max): " + ", ".join(
+        f"sigma {s}: {np.mean(v):.1f} ({min(v):.1f}..{max(v):.1f})" for s, v in estimates.items()))
+    if "CBM3D, true sigma" in seconds:
+        print(f"imgen is {seconds['CBM3D, true sigma'] / seconds['imgen, blind']:.1f}x faster than CBM3D "
+              f"(blind, estimate included)")
+
+
+if __name__ == "__main__":
+    main()
