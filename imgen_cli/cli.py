@@ -16,7 +16,7 @@ import traceback
 
 import click
 
-from . import __version__, batch
+from . import __version__
 from .contract import Command
 from .errors import INTERRUPTED, BROKEN_PIPE, USAGE, ImgenError, PluginError, UsageError
 from .options import shared_params, verbosity_options
@@ -197,6 +197,8 @@ def _steps(contexts: list[click.Context]):
 
 def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
     """Run the parsed chain over all inputs; returns the exit status."""
+    from . import batch
+
     root = ctx.params
     try:
         opts = _merge_shared(contexts)
@@ -264,6 +266,7 @@ def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
 
 
 def _run_job(job, steps, engine, settings, reporter, derived: bool) -> str:
+    from . import batch
     from . import io as imageio_
 
     if job.output != batch.STDIO and os.path.exists(job.output):
