@@ -116,11 +116,13 @@ class ImgenGroup(click.Group):
 def build_command(command: Command, registry: Registry) -> click.Command:
     """A click command for a plugin command: its own params, its image inputs, the shared ones."""
     params: list[click.Parameter] = []
-    models = registry.models_for(command.name)
-    if models:
+    models = [m for m in registry.models_for(command.name) if not m.name.startswith("file:")]
+    if models or command.build_model or command.model_purposes:
         default = registry.default_model(command.name)
         names = ", ".join(m.name + (" (default)" if m is default else "") for m in models)
-        params.append(click.Option(["--model"], metavar="NAME", help=f"Model to run: {names}."))
+        params.append(click.Option(["--model"], metavar="NAME|FILE",
+                                   help=f"Model to run: {names + '; ' if names else ''}or a weights file "
+                                        "(.safetensors, .pth) or its name in the user model folder."))
     for spec in command.inputs:
         text = spec.help + (f" {spec.choices_help}" if spec.choices_help else "")
         params.append(click.Option([f"--{spec.name.replace('_', '-')}", spec.name], metavar="FILE|FOLDER",
@@ -359,13 +361,20 @@ def plugins(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json):
     """List the models each command can run (--model NAME)."""
+    from .models import user_model_dir, user_model_files
+
     registry = get_registry()
     rows = []
     for model in sorted(registry.models.values(), key=lambda m: (m.task, m.name)):
         size = os.path.getsize(model.weights) if model.weights and os.path.exists(model.weights) else None
         rows.append({"name": model.name, "task": model.task, "scale": model.scale, "default": model.default,
                      "precisions": list(model.precisions), "weights": model.weights, "bytes": size,
-                     "description": model.description})
+                     "description": model.description, "source": registry.model_owner(model.name)})
+    for path in user_model_files():
+        rows.append({"name": path.stem, "task": None, "scale": None, "default": False, "precisions": [],
+                     "weights": str(path), "bytes": path.stat().st_size,
+                     "description": f"user model in {user_model_dir()} (use with --model {path.stem})",
+                     "source": "user"})
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -375,7 +384,8 @@ def models(as_json):
     for column in ("model", "command", "scale", "default", "size", "description"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["task"], f"x{row['scale']}", "yes" if row["default"] else "",
+        table.add_row(row["name"], row["task"] or "any", f"x{row['scale']}" if row["scale"] else "?",
+                      "yes" if row["default"] else "",
                       f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "-", row["description"])
     _console().print(table)
 

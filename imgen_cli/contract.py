@@ -137,6 +137,10 @@ class Command:
         alpha: "separate": the host keeps alpha out of process and resizes it itself when the
             image is resized; "keep": same, and alpha also reaches process as `ctx.alpha`.
         finish: optional `finish(y, ctx) -> y` after tiling, on the whole output (a final resize).
+        build_model: optional `build_model(state_dict) -> network` for `--model FILE`: builds this
+            command's own architecture from a user's weights file (a fine-tuned model).
+        model_purposes: spandrel purposes ("SR", "Restoration", "Inpainting", ...) whose models this
+            command can run through `--model FILE` when spandrel is installed.
     """
 
     name: str
@@ -150,3 +154,5 @@ class Command:
     channels: int | None = 3
     alpha: Literal["separate", "keep"] = "separate"
     finish: ProcessFn | None = None
+    build_model: Callable[[dict], Any] | None = None
+    model_purposes: tuple[str, ...] = ()

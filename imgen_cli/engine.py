@@ -13,8 +13,8 @@ one, and 2-D weights are products of 1-D ones, so no weight map needs to be accu
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -94,13 +94,32 @@ class Engine:
 
     def model_name(self, step: Step) -> str | None:
         if step.model:
-            return step.model
+            return self._resolve_model(step)
         if step.command.select_model is not None:
             chosen = step.command.select_model(step.options)
             if chosen:
                 return chosen
         default = self.registry.default_model(step.command.name)
         return default.name if default else None
+
+    def _resolve_model(self, step: Step) -> str:
+        """A registered model name, or a weights file (path or user-folder name) registered on first use."""
+        from .models import find_model_file, user_model
+
+        value = step.model
+        spec = self.registry.models.get(value)
+        if spec is not None:
+            if spec.task != step.command.name:
+                raise UsageError(f"model {value!r} is for `imgen {spec.task}`, not `imgen {step.command.name}`")
+            return value
+        path = find_model_file(value)
+        if path is None:
+            raise UsageError(f"unknown model {value!r}: not a registered model (see `imgen models`) "
+                             "nor a .safetensors/.pth file")
+        name = f"file:{path}"
+        if name not in self.registry.models:
+            self.registry.models[name] = user_model(step.command, path)
+        return name
 
     def model_spec(self, name: str) -> Model:
         spec = self.registry.models.get(name)
@@ -205,7 +224,13 @@ class Engine:
         ctx.alpha = alpha.to(self.device) if (alpha is not None and command.alpha == "keep") else None
         if command.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        name = self.model_name(step)
+        if name and name.startswith("file:"):
+            ctx.model()  # a user model's scale and size multiple are known once it is loaded
         tiling = command.tiling(ctx) if callable(command.tiling) else command.tiling
+        multiple = self.registry.models[name].meta.get("multiple", 1) if name in self.registry.models else 1
+        if multiple > tiling.multiple:
+            tiling = dataclasses.replace(tiling, multiple=math.lcm(multiple, tiling.multiple))
         ctx.scale = tiling.scale
         extras = {name: _to_tensor(value, x.device) for name, value in step.inputs.items() if value is not None}
         for spec in command.inputs:

@@ -166,6 +166,13 @@ class Registry:
     def models_for(self, task: str) -> list[Model]:
         return [m for m in self.models.values() if m.task == task]
 
+    def model_owner(self, name: str) -> str | None:
+        """The plugin that registered model `name` (None for user model files)."""
+        for info in self.plugins.values():
+            if name in info.models:
+                return info.name
+        return None
+
     def default_model(self, task: str) -> Model | None:
         models = self.models_for(task)
         defaults = [m for m in models if m.default]

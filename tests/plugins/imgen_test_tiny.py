@@ -8,11 +8,19 @@ from imgen_cli import Command, ImageInput, Model, Tiling, hookimpl
 __version__ = "9.9"
 
 
+def _build(state):
+    network = _load_upscaler()
+    network.load_state_dict(state)
+    return network
+
+
 def _load_upscaler():
     import torch
 
     class TinyUp(torch.nn.Module):
         # Two 3x3 convs: receptive-field radius 2 input pixels, so overlap 2 is honest.
+        scale = 2
+
         def __init__(self):
             super().__init__()
             g = torch.Generator().manual_seed(0)
@@ -69,7 +77,8 @@ def register_models(register):
 @hookimpl
 def register_commands(register):
     register(Command(name="tinyup", help="Upscale 2x with a tiny random network.", process=_upscale,
-                     tiling=Tiling(scale=2, overlap=2, bytes_per_pixel=2048)))
+                     tiling=lambda ctx: Tiling(scale=ctx.model().scale, overlap=2, bytes_per_pixel=2048),
+                     build_model=_build, model_purposes=("SR",)))
     register(Command(name="fill", help="Paint masked pixels a constant value.", process=_fill,
                      params=[click.Option(["--value"], type=float, default=1.0)],
                      inputs=[ImageInput("mask", help="Mask (white = fill).", mode="L", required=True)],

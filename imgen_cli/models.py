@@ -1,0 +1,133 @@
+"""Community models: `--model FILE` or a name found in the user model folder.
+
+A weights file is loaded safely — safetensors, or `torch.load(weights_only=True)` for .pth/.pt —
+and turned into a network by, in order:
+
+1. the command's own `build_model(state_dict)` (its architecture, e.g. a fine-tuned `sr` model);
+2. spandrel, when installed (`pip install 'imgen[spandrel]'`), which recognises ESRGAN,
+   Real-ESRGAN Compact, SwinIR, HAT, SCUNet, DRUNet, NAFNet, LaMa and many more from the keys of
+   the state dict. Its descriptor gives the scale, channel count and size multiple.
+
+A file that needs unrestricted unpickling is refused: unpickling runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from .contract import Command, Model
+from .errors import PluginError, UsageError
+
+SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
+
+# Which spandrel purposes each kind of command can run.
+SPANDREL_PURPOSES = {"SR": "upscales", "FaceSR": "upscales", "Restoration": "restores", "Inpainting": "inpaints"}
+
+
+def user_model_dir() -> Path:
+    """$IMGEN_MODELS, else $XDG_DATA_HOME/imgen/models (~/.local/share/imgen/models)."""
+    if os.environ.get("IMGEN_MODELS"):
+        return Path(os.environ["IMGEN_MODELS"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "imgen" / "models"
+
+
+def user_model_files() -> list[Path]:
+    folder = user_model_dir()
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+
+
+def find_model_file(value: str) -> Path | None:
+    """A path to an existing weights file, or a name (stem or file name) in the user model folder."""
+    path = Path(value).expanduser()
+    if path.suffix.lower() in SUFFIXES and path.is_file():
+        return path
+    for candidate in user_model_files():
+        if value in (candidate.stem, candidate.name):
+            return candidate
+    return None
+
+
+def load_state_dict(path: Path) -> dict:
+    """Tensors from a weights file, never unpickling anything but plain tensors and containers."""
+    import torch
+
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise UsageError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
+            raise UsageError(f"{path}: refused: this file needs unrestricted unpickling, which can run "
+                             "arbitrary code; convert it to .safetensors or a plain state dict") from None
+        raise UsageError(f"{path}: not a readable PyTorch weights file ({exc})") from None
+    # Common wrappers around the state dict itself.
+    for key in ("params_ema", "params", "state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise UsageError(f"{path}: does not hold a state dict of tensors")
+    return state
+
+
+def user_model(command: Command, path: Path) -> Model:
+    """A Model for `command` from a weights file; loading happens when the engine first needs it."""
+    name = f"file:{path}"
+    model = Model(name=name, task=command.name, load=lambda: None, description=f"user model {path.name}",
+                  weights=str(path), precisions=("fp32",))
+
+    def load():
+        state = load_state_dict(path)
+        errors = []
+        if command.build_model is not None:
+            try:
+                network = command.build_model(state)
+                model.scale = int(getattr(network, "scale", model.scale))
+                return network
+            except Exception as exc:  # not this command's architecture: try spandrel next
+                errors.append(f"not a {command.name} network of imgen ({type(exc).__name__}: {exc})")
+        descriptor = _spandrel(state, path, errors)
+        if descriptor is None:
+            raise PluginError(f"{path}: cannot build a network from it: " + "; ".join(errors))
+        purpose = getattr(descriptor, "purpose", None)
+        if command.model_purposes and purpose not in command.model_purposes:
+            raise UsageError(f"{path}: a {descriptor.architecture.name} {purpose} model does not fit "
+                             f"`imgen {command.name}` (it takes {', '.join(command.model_purposes)} models)")
+        model.scale = int(descriptor.scale)
+        model.meta["multiple"] = int(getattr(descriptor.size_requirements, "multiple_of", 1) or 1)
+        model.meta["architecture"] = descriptor.architecture.name
+        precisions = ["fp32"]
+        if getattr(descriptor, "supports_half", False):
+            precisions.append("fp16")
+        if getattr(descriptor, "supports_bfloat16", False):
+            precisions.append("bf16")
+        model.precisions = tuple(precisions)
+        return descriptor
+
+    model.load = load
+    return model
+
+
+def _spandrel(state: dict, path: Path, errors: list[str]):
+    try:
+        import spandrel
+    except ImportError:
+        errors.append("spandrel is not installed (pip install 'imgen[spandrel]' for ESRGAN, SwinIR, HAT, ...)")
+        return None
+    try:
+        return spandrel.ModelLoader().load_from_state_dict(state)
+    except Exception as exc:
+        errors.append(f"spandrel does not recognise it ({type(exc).__name__}: {exc})")
+        return None
