@@ -161,12 +161,15 @@ def match_input(spec: ImageInput, value: str | None, source: str) -> str | None:
 
 
 def extra_array(path: str, spec: ImageInput, max_pixels: int | None):
-    """An extra input as (H, W, C) with the channels its spec asks for."""
+    """An extra input read from a file, with the channels its spec asks for."""
+    return fit_channels(imageio_.decode(imageio_.read_bytes(path), path, max_pixels).array, spec)
+
+
+def fit_channels(array, spec: ImageInput):
+    """(H, W, C) without alpha, as 1 channel for mode "L" or 3 for mode "RGB"."""
     import numpy as np
 
-    array = imageio_.decode(imageio_.read_bytes(path), path, max_pixels).array
-    channels = array.shape[2]
-    if channels in (2, 4):
+    if array.shape[2] in (2, 4):
         array = array[:, :, :-1]
     if spec.mode == "L" and array.shape[2] == 3:
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -210,5 +213,3 @@ class Summary:
         return ", ".join(parts)
 
 
-__all__ = ["Job", "Settings", "Summary", "expand_inputs", "plan", "read_source", "write_output",
-           "output_format", "fix_extension", "match_input", "extra_array", "ImgenError"]

@@ -86,31 +86,32 @@ class ImgenGroup(click.Group):
         args = [*ctx._protected_args, *ctx.args]
         if not args or args[0] in self.commands:
             return super().invoke(ctx)
-        segments: list[list[str]] = [[]]
-        for arg in args:
-            if arg == CHAIN:
-                segments.append([])
-            else:
-                segments[-1].append(arg)
-        contexts = []
-        for segment in segments:
-            if not segment:
-                raise click.UsageError(f"empty step in chain (a '{CHAIN}' with no command after it)", ctx)
-            name, rest = segment[0], segment[1:]
-            command = self.get_command(ctx, name)
-            if command is None:
-                raise click.UsageError(f"no such command {name!r} (see imgen --help)", ctx)
-            if name in self.commands:
-                raise click.UsageError(f"{name!r} cannot be chained", ctx)
-            contexts.append(command.make_context(name, rest, parent=ctx))
+        contexts = parse_chain(args, ctx)
         ctx._protected_args, ctx.args = [], []
-        for sub in contexts:
-            callback = sub.command.callback
-            if getattr(callback, "broken", False):
-                error = callback.error
-                click.echo(f"imgen: error: {error}", err=True)
-                ctx.exit(error.exit_code)
         ctx.exit(run_chain(ctx, contexts))
+
+
+def parse_chain(args: list[str], parent: click.Context | None = None) -> list[click.Context]:
+    """Parse `CMD [OPTIONS] [+ CMD [OPTIONS]]...` into one click context per step (nothing runs)."""
+    parent = parent or click.Context(cli, info_name="imgen")
+    segments: list[list[str]] = [[]]
+    for arg in args:
+        if arg == CHAIN:
+            segments.append([])
+        else:
+            segments[-1].append(arg)
+    contexts = []
+    for segment in segments:
+        if not segment:
+            raise click.UsageError(f"empty step in chain (a '{CHAIN}' with no command after it)", parent)
+        name, rest = segment[0], segment[1:]
+        command = cli.get_command(parent, name)
+        if command is None:
+            raise click.UsageError(f"no such command {name!r} (see imgen --help)", parent)
+        if name in cli.commands:
+            raise click.UsageError(f"{name!r} cannot be chained", parent)
+        contexts.append(command.make_context(name, rest, parent=parent))
+    return contexts
 
 
 def build_command(command: Command, registry: Registry) -> click.Command:
@@ -179,18 +180,22 @@ def _merge_shared(contexts: list[click.Context]) -> dict:
     return merged
 
 
-def _steps(contexts: list[click.Context]):
+def steps_from_contexts(contexts: list[click.Context], require_inputs: bool = True):
+    """(Step, {input name: (ImageInput, value)}) per parsed step. With `require_inputs`, a
+    required image input missing from the command line is a usage error here."""
     from .engine import Step
 
     registry = get_registry()
     shared = {p.name for p in shared_params()}
     steps = []
     for sub in contexts:
+        if getattr(sub.command.callback, "broken", False):
+            raise sub.command.callback.error
         command = registry.commands[sub.info_name]
         image_inputs = {spec.name for spec in command.inputs}
         options = {k: v for k, v in sub.params.items() if k not in shared and k not in image_inputs and k != "model"}
         for spec in command.inputs:
-            if spec.required and sub.params.get(spec.name) is None:
+            if require_inputs and spec.required and sub.params.get(spec.name) is None:
                 raise UsageError(f"{command.name}: --{spec.name} is required")
         steps.append((Step(command, options=options, model=sub.params.get("model")),
                       {spec.name: (spec, sub.params.get(spec.name)) for spec in command.inputs}))
@@ -217,13 +222,14 @@ def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
     try:
         if settings.overwrite and settings.skip_existing:
             raise UsageError("--overwrite and --skip-existing contradict each other")
-        steps = _steps(contexts)
+        steps = steps_from_contexts(contexts)
         sources = batch.expand_inputs(opts["inputs"], stdin_is_tty=_isatty(sys.stdin))
         jobs = batch.plan(sources, settings, suffix, stdout_is_tty=_isatty(sys.stdout))
-        from .engine import Engine
+        from .api import Pipeline
 
-        engine = Engine(get_registry(), device=opts["device"], precision=opts["precision"], tile=opts["tile"],
-                        threads=opts["threads"], info=reporter.info, progress=reporter.progress)
+        pipeline = Pipeline.from_steps(steps, device=opts["device"], precision=opts["precision"],
+                                       tile=opts["tile"], threads=opts["threads"], max_pixels=settings.max_pixels,
+                                       info=reporter.info, progress=reporter.progress)
     except ImgenError as exc:
         reporter.error(exc)
         return exc.exit_code
@@ -233,7 +239,7 @@ def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
     try:
         for job in jobs:
             try:
-                outcome = _run_job(job, steps, engine, settings, reporter, derived=settings.output is None or
+                outcome = _run_job(job, pipeline, settings, reporter, derived=settings.output is None or
                                    (several or os.path.isdir(settings.output or "")))
             except ImgenError as exc:
                 reporter.error(exc if exc.source else ImgenError(exc.message, job.source))
@@ -267,7 +273,7 @@ def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
     return summary.exit_code
 
 
-def _run_job(job, steps, engine, settings, reporter, derived: bool) -> str:
+def _run_job(job, pipeline, settings, reporter, derived: bool) -> str:
     from . import batch
     from . import io as imageio_
 
@@ -278,13 +284,8 @@ def _run_job(job, steps, engine, settings, reporter, derived: bool) -> str:
         if not settings.overwrite:
             raise ImgenError("exists (use --overwrite to replace it, --skip-existing to skip it)", job.output)
     picture = batch.read_source(job.source, settings.max_pixels)
-    for step, inputs in steps:
-        step.inputs = {}
-        for name, (spec, value) in inputs.items():
-            path = batch.match_input(spec, value, job.source)
-            step.inputs[name] = batch.extra_array(path, spec, settings.max_pixels) if path else None
     height, width = picture.array.shape[:2]
-    picture.array = engine.run(picture.array, [s for s, _ in steps], source=job.source)
+    picture.array = pipeline.run_array(picture.array, source=job.source)
     fmt = batch.output_format(job, picture)
     if derived and not job.format and job.output != batch.STDIO and picture.format not in imageio_.FORMATS:
         fmt = "png"

@@ -176,7 +176,7 @@ class Engine:
         top = 65535.0 if array.dtype == np.uint16 else 255.0
         with torch.inference_mode():
             home = self._home_device(array)
-            x = torch.from_numpy(np.ascontiguousarray(array)).to(home).permute(2, 0, 1)[None].float() / top
+            x = torch.from_numpy(_writable(array)).to(home).permute(2, 0, 1)[None].float() / top
             alpha = None
             if x.shape[1] in (2, 4):
                 x, alpha = x[:, :-1], x[:, -1:]
@@ -495,7 +495,15 @@ def _to_tensor(array, device):
 
     torch = _torch()
     top = 65535.0 if array.dtype == np.uint16 else 255.0
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device).permute(2, 0, 1)[None].float() / top
+    return torch.from_numpy(_writable(array)).to(device).permute(2, 0, 1)[None].float() / top
+
+
+def _writable(array):
+    """torch.from_numpy warns on read-only arrays (np.asarray of a PIL image is one)."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def _looks_broken(x, y) -> bool:

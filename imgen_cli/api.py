@@ -1,0 +1,141 @@
+"""Run imgen commands from Python, with the engine, options and models of the CLI (which uses this).
+
+    from imgen_cli.api import Pipeline
+
+    upscale = Pipeline("denoise --sigma 10 + sr --scale 2", device="auto", tile="auto")
+    big = upscale(array)                 # numpy (H, W[, C]) uint8/uint16/float, PIL image or path
+    filled = Pipeline("fill --value 0")(photo, mask=mask_array)   # extra image inputs by name
+
+A Pipeline parses its chain once and keeps its models loaded, so calling it on many images (a
+notebook loop, a Ray Data or Dask `map_batches`) pays for loading once per process.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .io import DEFAULT_MAX_PIXELS
+
+
+class Pipeline:
+    """A parsed chain of commands plus the engine that runs it.
+
+    Args:
+        chain: command line of one command or a `+` chain, without `imgen` and without inputs or
+            outputs (`"sr --scale 4"`), or a list of its words.
+        device, precision, tile, threads: as the CLI's `--device`, `--precision`, `--tile`, `--threads`.
+        max_pixels: refuse larger images read from paths (0 or None: no limit).
+    """
+
+    def __init__(self, chain: str | list[str], *, device: str = "auto", precision: str = "auto",
+                 tile: str | int = "auto", threads: int | None = None,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, info=None, progress=None):
+        from .cli import parse_chain, steps_from_contexts
+
+        words = shlex.split(chain) if isinstance(chain, str) else list(chain)
+        self._build(steps_from_contexts(parse_chain(words), require_inputs=False), device, precision, tile, threads, max_pixels,
+                    info, progress)
+
+    @classmethod
+    def from_steps(cls, steps, *, device="auto", precision="auto", tile="auto", threads=None,
+                   max_pixels=DEFAULT_MAX_PIXELS, info=None, progress=None) -> "Pipeline":
+        """A Pipeline from already parsed steps (the CLI's path)."""
+        pipeline = cls.__new__(cls)
+        pipeline._build(steps, device, precision, tile, threads, max_pixels, info, progress)
+        return pipeline
+
+    def _build(self, steps, device, precision, tile, threads, max_pixels, info, progress):
+        from .engine import Engine
+        from .plugins import get_registry
+
+        self.steps = steps
+        self.max_pixels = max_pixels or None
+        self.engine = Engine(get_registry(), device=device, precision=precision, tile=tile, threads=threads,
+                             info=info, progress=progress)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [name for _, specs in self.steps for name in specs]
+
+    def run_array(self, array, source: str = "-", inputs: dict | None = None):
+        """(H, W, C) uint8/uint16 in, same dtype out; `inputs` maps extra input names to arrays or paths."""
+        from . import batch
+
+        inputs = inputs or {}
+        unknown = set(inputs) - set(self.input_names)
+        if unknown:
+            raise UsageError(f"no image input named {', '.join(sorted(unknown))} in this chain")
+        for step, specs in self.steps:
+            step.inputs = {}
+            for name, (spec, value) in specs.items():
+                value = inputs.get(name, value)
+                if value is None:
+                    if spec.required:
+                        raise UsageError(f"{step.command.name}: the {name} input is required")
+                    step.inputs[name] = None
+                elif isinstance(value, (str, Path)):
+                    path = batch.match_input(spec, str(value), source)
+                    step.inputs[name] = batch.extra_array(path, spec, self.max_pixels)
+                else:
+                    step.inputs[name] = _extra_from_object(value, spec)
+        return self.engine.run(array, [step for step, _ in self.steps], source=source)
+
+    def __call__(self, image: Any, **inputs):
+        """Process a numpy array, a PIL image or a path; returns the same kind (a path gives an array)."""
+        array, restore = _to_array(image, self.max_pixels)
+        return restore(self.run_array(array, source=str(image) if isinstance(image, (str, Path)) else "-",
+                                      inputs=inputs))
+
+
+def run(chain: str | list[str], image: Any, **options):
+    """One-off: `run("sr --scale 2", image)`. Keyword options go to Pipeline, extra inputs too
+    (`mask=array`); for many images build a Pipeline once instead."""
+    engine_keys = {"device", "precision", "tile", "threads", "max_pixels"}
+    pipeline = Pipeline(chain, **{k: v for k, v in options.items() if k in engine_keys})
+    return pipeline(image, **{k: v for k, v in options.items() if k not in engine_keys})
+
+
+def _to_array(image, max_pixels):
+    """(H, W, C) integer array and a function that turns a result back into the caller's kind."""
+    import numpy as np
+
+    from . import io as imgio
+
+    if isinstance(image, (str, Path)):
+        return imgio.decode(imgio.read_bytes(str(image)), str(image), max_pixels).array, lambda a: a
+    if hasattr(image, "mode") and hasattr(image, "size"):  # PIL
+        from PIL import Image
+
+        mode = image.mode
+        if mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
+            image = image.convert("RGBA" if "A" in mode or "transparency" in image.info else "RGB")
+            mode = image.mode
+        array = np.asarray(image)
+        array = array[:, :, None] if array.ndim == 2 else array
+
+        def back(result):
+            out = result[:, :, 0] if result.shape[2] == 1 else result
+            return Image.fromarray(out, mode=mode if mode != "I;16" else None)
+
+        return np.ascontiguousarray(array), back
+    array = np.asarray(image)
+    squeeze = array.ndim == 2
+    array = array[:, :, None] if squeeze else array
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise UsageError(f"expected an (H, W) or (H, W, C) image array with C in 1..4, got {array.shape}")
+    if array.dtype.kind == "f":
+        as16 = (np.clip(array, 0, 1) * 65535 + 0.5).astype(np.uint16)
+        return as16, lambda r: (r.astype(np.float32) / 65535)[:, :, 0] if squeeze else r.astype(np.float32) / 65535
+    if array.dtype not in (np.uint8, np.uint16):
+        raise UsageError(f"expected uint8, uint16 or float pixels, got {array.dtype}")
+    return np.ascontiguousarray(array), (lambda r: r[:, :, 0]) if squeeze else (lambda r: r)
+
+
+def _extra_from_object(value, spec):
+    from .batch import fit_channels
+
+    array, _ = _to_array(value, None)
+    return fit_channels(array, spec)
