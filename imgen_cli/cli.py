@@ -343,19 +343,10 @@ def plugins(as_json):
             "models": info.models,
             "error": info.error,
         })
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for column in ("plugin", "version", "source", "commands", "models", "status"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["name"], row["version"] or "-", "built-in" if row["builtin"] else "third-party",
-                      ", ".join(row["commands"]) or "-", ", ".join(row["models"]) or "-",
-                      f"[red]error: {row['error']}[/red]" if row["error"] else "ok")
-    _console().print(table)
+    _listing(rows, as_json, ("plugin", "version", "source", "commands", "models", "status"), lambda row: (
+        row["name"], row["version"] or "-", "built-in" if row["builtin"] else "third-party",
+        ", ".join(row["commands"]) or "-", ", ".join(row["models"]) or "-",
+        f"[red]error: {row['error']}[/red]" if row["error"] else "ok"))
 
 
 @cli.command()
@@ -376,26 +367,27 @@ def models(as_json):
                      "weights": str(path), "bytes": path.stat().st_size,
                      "description": f"user model in {user_model_dir()} (use with --model {path.stem})",
                      "source": "user"})
+    _listing(rows, as_json, ("model", "command", "scale", "default", "size", "description"), lambda row: (
+        row["name"], row["task"] or "any", f"x{row['scale']}" if row["scale"] else "?",
+        "yes" if row["default"] else "", f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "-",
+        row["description"]))
+
+
+def _listing(rows: list[dict], as_json: bool, columns: tuple[str, ...], cells) -> None:
+    """Rows as JSON, or as a table (rich, which honours NO_COLOR) with `cells(row)` per row."""
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.console import Console
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("model", "command", "scale", "default", "size", "description"):
+    for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(row["name"], row["task"] or "any", f"x{row['scale']}" if row["scale"] else "?",
-                      "yes" if row["default"] else "",
-                      f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "-", row["description"])
-    _console().print(table)
-
-
-def _console():
-    from rich.console import Console
-
+        table.add_row(*cells(row))
     # Piped listings keep whole names instead of rich's default 80 columns.
-    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False)
+    Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False).print(table)
 
 
 def main(argv=None) -> None:
