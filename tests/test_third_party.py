@@ -1,0 +1,121 @@
+"""Third-party plugins as their authors publish them: the example package installed by pip,
+listed, used in a pipe with a built-in and removed again; and the guide's minimal plugin."""
+
+import importlib.metadata as metadata
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, imgen_cmd, imgen_env, run_imgen
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "imgen-sharpen"
+GUIDE = ROOT / "docs" / "plugins.md"
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
+
+
+def laplacian_energy(image: np.ndarray) -> float:
+    x = image.astype(np.float64)
+    lap = 4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2] - x[1:-1, 2:]
+    return float((lap ** 2).mean())
+
+
+def listed_plugins() -> dict:
+    result = run_imgen(["plugins", "--json"], plugins="")
+    assert result.returncode == 0, result.stderr.decode()
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def installed(distribution: str) -> bool:
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def test_example_plugin_installs_lists_works_in_a_pipe_and_uninstalls(tmp_path):
+    if installed("imgen-sharpen"):
+        pytest.skip("imgen-sharpen is already installed here; this test installs and removes it itself")
+    # Build from a copy: pip leaves build/ and *.egg-info beside the sources.
+    source = tmp_path / "imgen-sharpen"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build",
+                                                                  ".pytest_cache"))
+    try:
+        done = subprocess.run(PIP + ["install", "--no-deps", "--no-build-isolation", str(source)],
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()
+
+        row = listed_plugins()["sharpen"]
+        assert row["builtin"] is False and row["error"] is None
+        assert row["distribution"] == "imgen-sharpen" and row["version"] == "0.1.0"
+        assert row["commands"] == ["sharpen"]
+        table = run_imgen(["plugins"], plugins="").stdout.decode()
+        assert re.search(r"sharpen\s+0\.1\.0\s+third-party\s+sharpen", table)
+        assert re.search(r"\n  sharpen\s+Sharpen with an unsharp mask", run_imgen(["--help"], plugins="").stdout.decode())
+
+        # A real shell pipe: a built-in upscaler feeding the third-party sharpener.
+        script = (f"{imgen_cmd()[-1]} sr --scale 2 --kind fidelity - < {DATA / 'kite.png'}"
+                  f" | tee {tmp_path / 'sr.png'} | {imgen_cmd()[-1]} sharpen --amount 1.5 - > {tmp_path / 'out.png'}")
+        piped = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True,
+                               env=imgen_env(""), timeout=300)
+        assert piped.returncode == 0, piped.stderr.decode()
+        upscaled = np.asarray(Image.open(tmp_path / "sr.png"))
+        out = np.asarray(Image.open(tmp_path / "out.png"))
+        assert out.shape == upscaled.shape == (512, 512, 3)
+        assert laplacian_energy(out) > 1.5 * laplacian_energy(upscaled)
+        assert abs(out.mean() - upscaled.mean()) < 1.0
+    finally:
+        subprocess.run(PIP + ["uninstall", "-y", "imgen-sharpen"], capture_output=True, timeout=300)
+
+    assert not installed("imgen-sharpen")
+    assert "sharpen" not in listed_plugins()
+    gone = run_imgen(["sharpen", DATA / "kite.png"], plugins="")
+    assert gone.returncode == 2 and b"such command 'sharpen'" in gone.stderr.lower()
+
+
+def guide_block(language: str, after: str) -> str:
+    """The first ```language block after the line that contains `after` in docs/plugins.md."""
+    text = GUIDE.read_text()
+    start = text.index(after)
+    match = re.compile(rf"```{language}\n(.*?)```", re.S).search(text, start)
+    return match.group(1)
+
+
+def code_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if line.strip() and not line.strip().startswith("#"))
+
+
+def test_the_guides_minimal_plugin_works_and_is_under_30_lines(imgen, imgen_registry, tmp_image):
+    toml = guide_block("toml", "`pyproject.toml`:")
+    module = guide_block("python", "`imgen_sharpen/__init__.py`:")
+    assert '[project.entry-points.imgen]\nsharpen = "imgen_sharpen"' in toml
+    assert 'dependencies = ["imgen"]' in toml
+
+    # The guide's module replaces the example package, in case that is installed here.
+    imgen_registry.remove("sharpen")
+    spec = importlib.util.spec_from_loader("guide_sharpen", loader=None)
+    plugin = importlib.util.module_from_spec(spec)
+    exec(compile(module, "docs/plugins.md", "exec"), plugin.__dict__)
+    info = imgen_registry.add(plugin, "guide_sharpen")
+    assert info.error is None and info.commands == ["sharpen"]
+    assert "torch" not in re.findall(r"^(?:import|from) (\w+)", module, re.M)
+
+    source = tmp_image(height=80, width=90)
+    result = imgen(["sharpen", "--amount", "1.5", source, "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    before, after = np.asarray(Image.open(source)), np.asarray(Image.open("out.png"))
+    assert after.shape == before.shape
+    assert laplacian_energy(after) > 1.5 * laplacian_energy(before)
+
+    lines = code_lines(toml) + code_lines(module)
+    assert lines < 30, f"a minimal plugin takes {lines} lines"
+    assert f"{code_lines(module)} lines of Python" in GUIDE.read_text()
