@@ -44,7 +44,10 @@ def _prepare(x, ctx) -> None:
 
 
 def _process(x, ctx):
-    return ctx.model()(x, ctx.state["sigma"])
+    model = ctx.model()
+    if hasattr(model, "purpose"):  # a community model run through spandrel: image in, image out
+        return model(x)
+    return model(x, ctx.state["sigma"])
 
 
 @hookimpl
@@ -94,5 +97,6 @@ def register_commands(register):
             # The network sees 25 half-resolution pixels, 25 input pixels either side.
             tiling=Tiling(scale=1, overlap=26, multiple=2, bytes_per_pixel=2048),
             channels=3,
+            model_purposes=("Restoration",),
         )
     )

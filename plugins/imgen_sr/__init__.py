@@ -122,5 +122,6 @@ def register_commands(register):
         ],
         tiling=_tiling,
         select_model=_select,
+        model_purposes=("SR",),
         finish=_finish,
     ))

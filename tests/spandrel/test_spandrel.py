@@ -21,10 +21,10 @@ def read(path):
 
 @pytest.fixture
 def esrgan_file(tmp_path):
-    from spandrel.architectures.ESRGAN import RRDBNet
+    from spandrel.architectures.ESRGAN import ESRGAN
 
     torch.manual_seed(0)
-    network = RRDBNet(num_filters=16, num_blocks=1, scale=2)
+    network = ESRGAN(num_filters=16, num_blocks=1, scale=2)
     for p in network.parameters():
         p.data.mul_(0.1)
     path = tmp_path / "tiny-esrgan-x2.pth"
@@ -34,10 +34,10 @@ def esrgan_file(tmp_path):
 
 @pytest.fixture
 def compact_file(tmp_path):
-    from spandrel.architectures.RealESRGAN import SRVGGNetCompact
+    from spandrel.architectures.Compact import Compact
 
     torch.manual_seed(0)
-    network = SRVGGNetCompact(num_feat=16, num_conv=4, upscale=4)
+    network = Compact(num_feat=16, num_conv=4, upscale=4)
     path = tmp_path / "tiny-compact-x4.safetensors"
     save_file(network.state_dict(), str(path))
     return path
