@@ -10,30 +10,48 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class ResBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip.
+
+    Args:
+        features: channels in and out. Default 64.
+    """
+
+    def __init__(self, features: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x), inplace=True))
+
+
 class FFDNet(nn.Module):
     """Predicts the noise in an image from the image and its noise level, FFDNet-style.
 
     The noisy image is pixel-unshuffled by 2 (four half-resolution sub-images per channel), a
-    noise-level map is appended, a plain 3x3 conv + ReLU stack runs at half resolution and the
-    result is pixel-shuffled back. Working at half resolution quarters the cost per layer and
-    doubles the receptive field; feeding the level lets one network cover every sigma and lets the
-    user trade detail for smoothness. The stack predicts the noise, which is subtracted from the
-    input (residual learning converges much faster than predicting the clean image).
+    noise-level map is appended, a conv stack runs at half resolution and the result is
+    pixel-shuffled back. Working at half resolution quarters the cost per layer and doubles the
+    receptive field; feeding the level lets one network cover every sigma and lets the user trade
+    detail for smoothness. The stack predicts the noise, which is subtracted from the input.
+
+    Unlike FFDNet's plain conv-BN-ReLU stack, the body is made of residual blocks: on one CPU core
+    a plain stack without normalisation barely left the identity in the first hundreds of steps,
+    and one with batch norm was no faster, while residual blocks learnt at once.
 
     Args:
         channels: image channels in and out. Default 3.
         features: width of the hidden layers. Default 64.
-        depth: number of conv layers at half resolution, first and last included. Default 12,
-            a receptive field of 2 * depth + 1 = 25 half-resolution pixels (50 input pixels).
+        blocks: residual blocks (two convs each) between the first and last conv. Default 5:
+            12 convs at half resolution, a receptive field of 25 half-resolution pixels (about 50
+            input pixels).
     """
 
-    def __init__(self, channels: int = 3, features: int = 64, depth: int = 12):
+    def __init__(self, channels: int = 3, features: int = 64, blocks: int = 5):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(4 * channels + 1, features, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(depth - 2):
-            layers += [nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True)]
-        layers.append(nn.Conv2d(features, 4 * channels, 3, padding=1))
-        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv2d(4 * channels + 1, features, 3, padding=1)
+        self.body = nn.Sequential(*(ResBlock(features) for _ in range(blocks)))
+        self.tail = nn.Conv2d(features, 4 * channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """Denoise `x`.
@@ -59,5 +77,6 @@ class FFDNet(nn.Module):
             if pad_h or pad_w:
                 sigma = F.pad(sigma, (0, pad_w, 0, pad_h), mode="replicate")
             level = F.avg_pool2d(sigma, 2)
-        noise = F.pixel_shuffle(self.body(torch.cat([F.pixel_unshuffle(xp, 2), level], 1)), 2)
+        feats = F.relu(self.head(torch.cat([F.pixel_unshuffle(xp, 2), level], 1)), inplace=True)
+        noise = F.pixel_shuffle(self.tail(self.body(feats)), 2)
         return (xp - noise)[..., :h, :w]

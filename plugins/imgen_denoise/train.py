@@ -105,15 +105,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder of photos (default: data_root()/photos)")
     ap.add_argument("--out", default="runs/denoise", help="checkpoints and logs go here")
-    ap.add_argument("--steps", type=int, default=1700)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=2800)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--features", type=int, default=64)
-    ap.add_argument("--depth", type=int, default=12)
+    ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--val-crop", type=int, default=384)
+    ap.add_argument("--val-crop", type=int, default=256)
     ap.add_argument("--save-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", default=None, help="checkpoint to continue from (its step, optimizer and RNG states)")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     train_images = [load_rgb(p) for p in train_files]
     val = validation_set([load_rgb(p) for p in val_files], args.val_crop, args.seed)
 
-    model = FFDNet(features=args.features, depth=args.depth)
+    model = FFDNet(features=args.features, blocks=args.blocks)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
     step, best = 0, -1.0
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         rng.bit_generator.state = _rng_state_from_tensor(ck["np_rng"])
         print(f"resumed {args.resume} at step {step}", flush=True)
     patches = Patches(train_images, args.patch, rng)
-    # Warm up for the first 2% of steps: a deep plain stack without normalisation can diverge
-    # under the full rate from a random start.
+    # A short warm-up keeps Adam's first, poorly estimated steps small.
     warm = max(1, args.steps // 50)
 
     def lr_at(i: int) -> float:
