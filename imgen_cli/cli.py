@@ -35,22 +35,35 @@ class Reporter:
 
     def say(self, message: str) -> None:
         if not self.quiet:
-            click.echo(f"imgen: {message}", err=True)
+            self._write(f"imgen: {message}")
 
     def info(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            click.echo(f"imgen: {message}", err=True)
+            self._write(f"imgen: {message}")
+
+    def _write(self, line: str) -> None:
+        if self.interactive:  # above any progress bar instead of through it
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+        else:
+            click.echo(line, err=True)
 
     def error(self, error: BaseException) -> None:
         if self.debug:
             traceback.print_exception(error, file=sys.stderr)
-        click.echo(f"imgen: error: {error}", err=True)
+        self._write(f"imgen: error: {error}")
 
     def progress(self, total: int, desc: str, unit: str):
         from tqdm import tqdm
 
+        try:
+            size = os.get_terminal_size(sys.stderr.fileno())
+        except (OSError, ValueError):
+            size = os.terminal_size((0, 0))
+        # Some terminals (and ptys) report a 0x0 size, for which tqdm would draw nothing.
         return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
-                    disable=not self.interactive, dynamic_ncols=True)
+                    disable=not self.interactive, ncols=size.columns or 80, nrows=size.lines or 24)
 
 
 class ImgenGroup(click.Group):
@@ -391,15 +404,19 @@ def _listing(rows: list[dict], as_json: bool, columns: tuple[str, ...], cells) -
 
 
 def main(argv=None) -> None:
-    """Console entry point: click's own handling plus quiet exits for Ctrl-C and closed pipes."""
+    """Console entry point: click's parsing, our exits for Ctrl-C and closed pipes."""
     try:
-        cli.main(args=argv, prog_name="imgen")
-    except KeyboardInterrupt:
+        code = cli.main(args=argv, prog_name="imgen", standalone_mode=False)
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("imgen: interrupted", err=True)
         sys.exit(INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
     except BrokenPipeError:
         _silence_stdout()
         sys.exit(BROKEN_PIPE)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def _silence_stdout() -> None:

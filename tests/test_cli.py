@@ -43,7 +43,7 @@ def test_plugins_json_lists_builtin_and_third_party(imgen, test_plugins):
     rows = {row["name"]: row for row in json.loads(imgen(["plugins", "--json"]).stdout)}
     tiny = rows["imgen_test_tiny"]
     assert tiny["builtin"] is False and tiny["version"] == "9.9"
-    assert tiny["commands"] == ["tinyup", "fill", "smooth", "invert"] and tiny["models"] == ["tiny-x2"]
+    assert tiny["commands"] == ["tinyup", "fill", "smooth", "slow", "invert"] and tiny["models"] == ["tiny-x2"]
     builtins = [row for row in rows.values() if row["builtin"]]
     assert builtins, "built-in plugins come through the imgen entry-point group"
     assert all(row["distribution"] == "imgen" and row["version"] for row in builtins)
@@ -303,6 +303,44 @@ def test_image_bytes_never_go_to_a_terminal():
         os.close(leader)
     assert proc.returncode == errors.USAGE
     assert b"refusing to write image data to a terminal" in proc.stderr
+
+
+def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen(imgen_cmd() + ["slow", DATA / "kite.png", "--tile", "32", "-o", tmp_path / "out.png"],
+                            stderr=subprocess.PIPE, env=imgen_env())
+    time.sleep(4)  # start-up, then a few of the 81 slow tiles
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == errors.INTERRUPTED
+    assert err.strip().splitlines()[-1] == "imgen: interrupted"
+    assert "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path):
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(imgen_cmd() + ["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
+                                             "-o", tmp_path / "out"],
+                              stderr=follower, stdout=subprocess.PIPE, env=imgen_env(), timeout=120)
+        os.set_blocking(leader, False)
+        shown = b""
+        try:
+            while chunk := os.read(leader, 65536):
+                shown += chunk
+        except (BlockingIOError, OSError):
+            pass
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0 and proc.stdout == b""
+    assert b"images" in shown and b"tiles" in shown and b"%" in shown
+    piped = run_imgen(["slow", DATA / "kite.png", "--tile", "128", "-o", tmp_path / "again.png"])
+    assert piped.stderr.decode().strip().splitlines() == [
+        f"imgen: wrote {tmp_path / 'again.png'} (256x256 -> 256x256)"]
 
 
 def test_no_input_on_a_terminal_is_a_usage_error():

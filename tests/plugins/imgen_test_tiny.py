@@ -62,6 +62,13 @@ def _smooth(x, ctx):
     return x
 
 
+def _slow(x, ctx):
+    import time
+
+    time.sleep(0.2)
+    return x
+
+
 def _invert(x, ctx):
     if ctx.options["fail"]:
         raise RuntimeError("asked to fail")
@@ -85,5 +92,6 @@ def register_commands(register):
                      tiling=Tiling(overlap=0)))
     register(Command(name="smooth", help="Smooth with a small mean filter.", process=_smooth,
                      tiling=Tiling(overlap=2, bytes_per_pixel=256)))
+    register(Command(name="slow", help="Take 0.2 s per tile.", process=_slow, tiling=Tiling(overlap=0)))
     register(Command(name="invert", help="Invert colours.", process=_invert, channels=None,
                      params=[click.Option(["--fail"], is_flag=True)], tiling=Tiling(overlap=0)))
