@@ -1,0 +1,113 @@
+"""The man pages in man/ are generated from the click command tree and must match it."""
+
+import dataclasses
+import importlib.util
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MAN = ROOT / "man"
+
+spec = importlib.util.spec_from_file_location("make_man", ROOT / "scripts" / "make_man.py")
+make_man = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(make_man)
+
+PAGES = sorted(p.name for p in MAN.glob("*.1"))
+
+
+def test_committed_pages_match_a_fresh_rendering(tmp_path):
+    assert make_man.main(["--out", str(tmp_path)]) == 0
+    fresh = sorted(p.name for p in tmp_path.glob("*.1"))
+    assert fresh == PAGES, "run: python scripts/make_man.py"
+    stale = [name for name in fresh
+             if make_man.undated((tmp_path / name).read_text()) != make_man.undated((MAN / name).read_text())]
+    assert not stale, f"stale man pages {stale}; run: python scripts/make_man.py"
+
+
+def test_one_page_per_builtin_and_host_command():
+    registry = make_man.builtin_registry()
+    builtin = [name for name, owner in registry.command_owner.items() if registry.plugins[owner].builtin]
+    assert builtin, "the built-in plugins register commands"
+    expected = {"imgen.1", "imgen-plugins.1", "imgen-models.1", *(f"imgen-{name}.1" for name in builtin)}
+    assert set(PAGES) == expected
+
+
+def test_a_new_option_makes_its_page_stale():
+    registry = make_man.builtin_registry()
+    name = sorted(n for n, owner in registry.command_owner.items() if registry.plugins[owner].builtin)[0]
+    command = registry.commands[name]
+    registry.commands[name] = dataclasses.replace(
+        command, params=[*command.params, click.Option(["--new-knob"], type=int, default=3, help="Turn it.")])
+    pages = make_man.render_pages(registry)
+    assert make_man.stale_pages(pages, MAN) == [f"imgen-{name}.1"]
+    assert "\\fB\\-\\-new\\-knob\\fR \\fIINTEGER\\fR\nTurn it. Default: 3." in pages[f"imgen-{name}.1"]
+
+
+def test_check_mode_names_stale_missing_and_left_over_pages(tmp_path, capsys):
+    shutil.copytree(MAN, tmp_path, dirs_exist_ok=True)
+    assert make_man.main(["--check", "--out", str(tmp_path)]) == 0
+    page = tmp_path / "imgen-models.1"
+    page.write_text(page.read_text().replace("Machine", "Robot"))
+    (tmp_path / "imgen-plugins.1").unlink()
+    (tmp_path / "imgen-gone.1").write_text(".TH IMGEN\\-GONE 1\n")
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert make_man.main(["--check", "--out", str(tmp_path)]) == 1
+    message = capsys.readouterr().err
+    assert "imgen-gone.1, imgen-models.1, imgen-plugins.1" in message
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before, "--check writes nothing"
+
+
+def test_an_unchanged_page_keeps_its_date(tmp_path):
+    shutil.copytree(MAN, tmp_path, dirs_exist_ok=True)
+    page = tmp_path / "imgen.1"
+    page.write_text(re.sub(r'^(\.TH \S+ 1 )"[^"]*"', r'\1"2000-01-01"', page.read_text(), count=1, flags=re.M))
+    assert make_man.main(["--out", str(tmp_path)]) == 0
+    assert '.TH IMGEN 1 "2000-01-01"' in page.read_text()
+
+
+def render(path: Path, tool: str) -> subprocess.CompletedProcess:
+    commands = {"groff": ["groff", "-ww", "-b", "-man", "-Tutf8", str(path)],
+                "mandoc": ["mandoc", "-Tlint", "-Wstyle", str(path)]}
+    if shutil.which(tool) is None:
+        if tool == "groff":
+            pytest.fail("groff is needed to check the man pages: apt-get install groff-base")
+        pytest.skip(f"{tool} is not installed (apt-get install mandoc)")
+    return subprocess.run(commands[tool], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("tool", ["groff", "mandoc"])
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_without_warnings(page, tool):
+    result = render(MAN / page, tool)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    if tool == "mandoc":
+        assert result.stdout == "", result.stdout
+
+
+@pytest.mark.parametrize("tool", ["groff", "mandoc"])
+def test_help_text_is_escaped_for_roff(tmp_path, tool):
+    from imgen_cli.cli import cli
+
+    command = click.Command("tricky", help=(
+        ".dot at the start would be a request\n\n'quote too, and a back\\slash and a \"quote\"\n\n"
+        "Unicode stays: é × → done.\n\n\b\n  example --with-dashes \\n\n  .and a dot"),
+        params=[click.Option(["--weird-opt"], default="a\\b", help="Uses '-' and \\fB."),
+                click.Option(["-x", "--x-ray/--no-x-ray"], help=".Starts with a dot.")])
+    root = click.Context(cli, info_name="imgen")
+    page = tmp_path / "imgen-tricky.1"
+    page.write_text(make_man.command_page("tricky", command, root, "0.0", "2026-01-01", ["tricky"]))
+    result = render(page, tool)
+    assert result.returncode == 0 and result.stderr == "" and (tool == "groff" or result.stdout == ""), (
+        result.stderr + result.stdout)
+    if tool == "groff":
+        text = " ".join(re.sub(".\b", "", result.stdout).split())  # no overstrike bold
+        for expected in (".dot at the start would be a request", "'quote too, and a back\\slash and a \"quote\"",
+                         "Unicode stays: é × → done.", "example --with-dashes \\n", ".and a dot",
+                         "--weird-opt", "Uses '-' and \\fB. Default: a\\b.", "-x, --x-ray, --no-x-ray",
+                         ".Starts with a dot."):
+            assert expected in text
