@@ -343,6 +343,27 @@ def test_progress_bars_only_on_a_terminal(tmp_path):
         f"imgen: wrote {tmp_path / 'again.png'} (256x256 -> 256x256)"]
 
 
+@pytest.mark.parametrize("no_color", [False, True])
+def test_no_color_is_respected(no_color):
+    leader, follower = pty.openpty()
+    env = imgen_env("imgen_test_broken")
+    env["TERM"] = "xterm-256color"
+    env["COLUMNS"] = "200"
+    if no_color:
+        env["NO_COLOR"] = "1"
+    try:
+        proc = subprocess.run(imgen_cmd() + ["plugins"], stdout=follower, stderr=subprocess.PIPE, env=env,
+                              timeout=60)
+        os.set_blocking(leader, False)
+        shown = os.read(leader, 1 << 20)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0 and b"imgen_test_broken" in shown
+    red = b"\x1b[31m"  # the error status; bold headers are not colour and may stay
+    assert (red in shown) is not no_color
+
+
 def test_no_input_on_a_terminal_is_a_usage_error():
     leader, follower = pty.openpty()
     try:
