@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import io as imageio_
 from .contract import ImageInput
-from .errors import FAILED, OK, ImgenError, InputError, OutputError, UsageError
+from .errors import FAILED, OK, InputError, OutputError, UsageError
 
 STDIO = "-"
 

@@ -10,13 +10,6 @@ import click
 
 from .io import FORMATS
 
-# name -> default, for merging chain segments
-SHARED = ("inputs", "output", "format", "quality", "strip", "overwrite", "skip_existing", "device",
-          "precision", "tile", "threads", "max_pixels", "quiet", "verbose", "debug")
-
-FLAGS = ("strip", "overwrite", "skip_existing", "quiet", "verbose", "debug")
-
-
 def verbosity_options(f):
     f = click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="More messages on stderr.")(f)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from imgen_cli import Command, Tiling, hookimpl
 from imgen_cli import io as imgio
