@@ -5,6 +5,7 @@ import importlib.metadata as metadata
 import importlib.util
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -63,8 +64,9 @@ def test_example_plugin_installs_lists_works_in_a_pipe_and_uninstalls(tmp_path):
         assert re.search(r"\n  sharpen\s+Sharpen with an unsharp mask", run_imgen(["--help"], plugins="").stdout.decode())
 
         # A real shell pipe: a built-in upscaler feeding the third-party sharpener.
-        script = (f"{imgen_cmd()[-1]} sr --scale 2 --kind fidelity - < {DATA / 'kite.png'}"
-                  f" | tee {tmp_path / 'sr.png'} | {imgen_cmd()[-1]} sharpen --amount 1.5 - > {tmp_path / 'out.png'}")
+        imgen, q = shlex.join(imgen_cmd()), shlex.quote
+        script = (f"{imgen} sr --scale 2 --kind fidelity - < {q(str(DATA / 'kite.png'))}"
+                  f" | tee {q(str(tmp_path / 'sr.png'))} | {imgen} sharpen --amount 1.5 - > {q(str(tmp_path / 'out.png'))}")
         piped = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True,
                                env=imgen_env(""), timeout=300)
         assert piped.returncode == 0, piped.stderr.decode()
