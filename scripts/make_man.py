@@ -243,7 +243,7 @@ def header(title: str, summary: str, version: str, date: str) -> list[str]:
 
 def command_page(name: str, command: click.Command, root_ctx: click.Context, version: str, date: str,
                  others: list[str]) -> str:
-    ctx = click.Context(command, info_name=name, parent=root_ctx)
+    ctx = click.Context(command, info_name=name, parent=root_ctx, **command.context_settings)
     summary = command.get_short_help_str(limit=200).rstrip(".")
     lines = header(f"imgen-{name}", summary[:1].lower() + summary[1:], version, date)
     lines += [".SH SYNOPSIS", ".SY imgen", f"{bold(name)} [\\fIOPTIONS\\fR]" + "".join(
@@ -336,6 +336,12 @@ def undated(page: str) -> str:
     return re.sub(r'^(\.TH \S+ 1 )"[^"]*"', r'\1""', page, count=1, flags=re.M)
 
 
+def root_context(cli: click.Group) -> click.Context:
+    # With the group's own settings (-h beside --help), as when imgen runs: click builds and
+    # caches the help option from the first context it sees.
+    return click.Context(cli, info_name="imgen", **cli.context_settings)
+
+
 def render_pages(registry=None, date: str | None = None) -> dict[str, str]:
     """{file name: roff text} for imgen.1 and one imgen-COMMAND.1 per host or built-in command."""
     from imgen_cli import __version__
@@ -349,7 +355,7 @@ def render_pages(registry=None, date: str | None = None) -> dict[str, str]:
         raise SystemExit("built-in plugins failed to load: " + "; ".join(broken))
     set_registry(registry)
     try:
-        ctx = click.Context(cli, info_name="imgen")
+        ctx = root_context(cli)
         names = [name for name in cli.list_commands(ctx)
                  if name in HOST_COMMANDS
                  or (name in registry.command_owner and registry.plugins[registry.command_owner[name]].builtin)]

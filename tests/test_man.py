@@ -29,6 +29,16 @@ def test_committed_pages_match_a_fresh_rendering(tmp_path):
     assert not stale, f"stale man pages {stale}; run: python scripts/make_man.py"
 
 
+def test_rendering_does_not_depend_on_what_ran_before():
+    from click.testing import CliRunner
+
+    from imgen_cli.cli import cli
+
+    first = make_man.render_pages()
+    CliRunner().invoke(cli, ["sr", "--help"])  # click caches help options on first use
+    assert make_man.render_pages() == first
+
+
 def test_one_page_per_builtin_and_host_command():
     registry = make_man.builtin_registry()
     builtin = [name for name, owner in registry.command_owner.items() if registry.plugins[owner].builtin]
@@ -98,7 +108,7 @@ def test_help_text_is_escaped_for_roff(tmp_path, tool):
         "Unicode stays: é × → done.\n\n\b\n  example --with-dashes \\n\n  .and a dot"),
         params=[click.Option(["--weird-opt"], default="a\\b", help="Uses '-' and \\fB."),
                 click.Option(["-x", "--x-ray/--no-x-ray"], help=".Starts with a dot.")])
-    root = click.Context(cli, info_name="imgen")
+    root = make_man.root_context(cli)
     page = tmp_path / "imgen-tricky.1"
     page.write_text(make_man.command_page("tricky", command, root, "0.0", "2026-01-01", ["tricky"]))
     result = render(page, tool)
