@@ -43,8 +43,9 @@ INPUT_RULES = [
     "is read when it is not a terminal.",
     "By default each output is written beside its input, named after it and the command: "
     "photo.jpg becomes photo-sr.jpg, and a chain names every step (photo-denoise-sr.jpg). "
-    "-o FILE names the output of a single input; -o FOLDER (or several inputs) writes each output "
-    "into that folder under its input's name; -o - writes to standard output.",
+    "-o FILE names the output of a single input. -o FOLDER (an existing folder or a name ending in /, "
+    "and the only choice for several inputs) writes each output into that folder under its "
+    "input's name. -o - writes to standard output.",
     "Standard input goes to standard output unless -o says otherwise. Only image bytes are written "
     "to standard output, and never to a terminal; messages and progress go to standard error.",
     "The output format follows --format, else the output name's extension, else the input's format "
