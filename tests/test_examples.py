@@ -7,6 +7,8 @@ import re
 import shlex
 import subprocess
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +28,55 @@ def user_env() -> dict:
     return env
 
 
-def run_script(name: str, out: Path, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(EXAMPLES / name), str(out)], env=user_env(), timeout=300, **kwargs)
+@dataclass
+class Run:
+    out: Path
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Run]:
+    """Every script, run once into its own folder. They start together: they are independent,
+    and on a busy machine most of their time is spent starting Python and torch."""
+    base = tmp_path_factory.mktemp("examples")
+    # batch_folder.sh gets a pseudo-terminal as stderr, as in an interactive shell, where the
+    # progress bar shows.
+    leader, follower = pty.openpty()
+    started = {}
+    for name in SCRIPTS:
+        started[name] = subprocess.Popen(
+            ["bash", str(EXAMPLES / name), str(base / name)], env=user_env(), text=True,
+            stdout=subprocess.PIPE, stderr=follower if name == "batch_folder.sh" else subprocess.PIPE)
+    os.close(follower)
+    terminal: list[bytes] = []
+    reader = threading.Thread(target=_drain, args=(leader, terminal))
+    reader.start()
+    results = {}
+    try:
+        for name, process in started.items():
+            stdout, stderr = process.communicate(timeout=300)
+            results[name] = Run(base / name, process.returncode, stdout, stderr or "")
+    finally:
+        for process in started.values():
+            process.kill()
+        reader.join(timeout=10)
+        os.close(leader)
+    results["batch_folder.sh"].stderr = b"".join(terminal).decode(errors="replace")
+    return results
+
+
+def _drain(fd: int, chunks: list[bytes]) -> None:
+    """Read a pseudo-terminal until every writer has closed it (a full one would block them)."""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            return
+        if not chunk:
+            return
+        chunks.append(chunk)
 
 
 def image(path: Path) -> np.ndarray:
@@ -47,14 +96,13 @@ def test_script_is_strict_and_parses(name):
     assert subprocess.run(["bash", "-n", str(EXAMPLES / name)]).returncode == 0
 
 
-def test_pipe_and_in_process_chains_make_the_same_image(tmp_path):
+def test_pipe_and_in_process_chains_make_the_same_image(runs):
     results = {}
     for name in ("pipe_chain.sh", "inprocess_chain.sh"):
-        out = tmp_path / name
-        done = run_script(name, out, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        written = Path(done.stdout.strip())
-        assert written.parent == out and written.is_file()
+        run = runs[name]
+        assert run.returncode == 0, run.stderr
+        written = Path(run.stdout.strip())
+        assert written.parent == run.out and written.is_file()
         with Image.open(written) as im:
             assert im.size == (2 * SOURCE_SIZE[0], 2 * SOURCE_SIZE[1]) and im.mode == "RGB"
         results[name] = image(written)
@@ -63,35 +111,18 @@ def test_pipe_and_in_process_chains_make_the_same_image(tmp_path):
     assert difference.mean() < 0.5 and np.percentile(difference, 99.9) <= 4
 
 
-def test_batch_folder_writes_every_image_with_progress_on_a_terminal(tmp_path):
-    # stderr on a pseudo-terminal, as in an interactive shell: the progress bar shows there.
-    leader, follower = pty.openpty()
-    try:
-        done = run_script("batch_folder.sh", tmp_path, stdout=subprocess.PIPE, stderr=follower, text=True)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # the terminal's other end is closed: all read
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(leader)
-    stderr = b"".join(chunks).decode(errors="replace")
-    assert done.returncode == 0, stderr
-    assert Path(done.stdout.strip()) == tmp_path / "upscaled"
+def test_batch_folder_writes_every_image_with_progress_on_a_terminal(runs):
+    run = runs["batch_folder.sh"]
+    assert run.returncode == 0, run.stderr
+    assert Path(run.stdout.strip()) == run.out / "upscaled"
     sources = sorted(p for p in (EXAMPLES / "images").iterdir() if p.suffix in (".png", ".jpg"))
-    outputs = sorted((tmp_path / "upscaled").iterdir())
+    outputs = sorted((run.out / "upscaled").iterdir())
     assert [p.name for p in outputs] == [p.name for p in sources]
     for output in outputs:
         with Image.open(output) as im:
             assert im.size == (2 * SOURCE_SIZE[0], 2 * SOURCE_SIZE[1])
-    assert re.search(r"images:\s+\d+%\|", stderr), stderr  # the bar
-    assert f"{len(sources)} written" in stderr  # the summary
-
+    assert re.search(r"images:\s+\d+%\|", run.stderr), run.stderr  # the bar
+    assert f"{len(sources)} written" in run.stderr  # the summary
 
 
 # -- shell completion (docs/completion.md) --------------------------------------------------------
