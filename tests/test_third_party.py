@@ -120,4 +120,6 @@ def test_the_guides_minimal_plugin_works_and_is_under_30_lines(imgen, imgen_regi
 
     lines = code_lines(toml) + code_lines(module)
     assert lines < 30, f"a minimal plugin takes {lines} lines"
-    assert f"{code_lines(module)} lines of Python" in GUIDE.read_text()
+    guide = GUIDE.read_text()
+    assert f"{code_lines(module)} lines of Python" in guide
+    assert f"| **total** | **{lines}** ({len(toml.splitlines()) + len(module.splitlines())} with blank lines) |" in guide
