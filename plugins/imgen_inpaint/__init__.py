@@ -1,0 +1,86 @@
+"""The `inpaint` command: fill masked regions of photos with a network trained by the project.
+
+This module is the plugin's front door and imports neither torch nor numpy; the network (`_net.py`)
+and the region logic (`_fill.py`) are imported when an image is processed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from imgen_cli import Command, ImageInput, Model, Tiling, hookimpl
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+MODEL = "inpaint-ffc"
+
+
+def _load():
+    from safetensors.torch import load_file
+
+    from ._net import InpaintNet
+
+    net = InpaintNet()
+    net.load_state_dict(load_file(str(WEIGHTS / "inpaint.safetensors")))
+    return net
+
+
+def _process(x, ctx):
+    from ._fill import inpaint
+
+    return inpaint(x, ctx)
+
+
+@hookimpl
+def register_models(register):
+    register(
+        Model(
+            name=MODEL,
+            task="inpaint",
+            load=_load,
+            default=True,
+            weights=str(WEIGHTS / "inpaint.safetensors"),
+            description="LaMa-style Fourier-convolution inpainter with a patch-GAN loss, trained by imgen",
+        )
+    )
+
+
+@hookimpl
+def register_commands(register):
+    register(
+        Command(
+            name="inpaint",
+            help=(
+                "Fill masked regions: remove objects or repair damage.\n\n"
+                "The mask comes from --mask (white or any non-zero pixel = fill; a folder of masks "
+                "for a batch, matched by file stem) or from the image's own transparency with "
+                "--mask-from-alpha (pixels under 50% opacity are filled and made opaque). The mask "
+                "must have the image's size. --dilate grows it by N pixels and blends the grown ring "
+                "softly into the surroundings. Only the regions around the holes are processed; "
+                "every pixel outside the (grown) mask is returned unchanged."
+            ),
+            process=_process,
+            params=[
+                click.Option(
+                    ["--mask-from-alpha"],
+                    is_flag=True,
+                    help="Fill the transparent pixels of the input instead of reading --mask.",
+                ),
+                click.Option(
+                    ["--dilate"],
+                    type=click.IntRange(0, 64),
+                    default=0,
+                    show_default=True,
+                    metavar="N",
+                    help="Grow the mask by N pixels before filling.",
+                ),
+            ],
+            inputs=[ImageInput("mask", help="Mask image (non-zero = fill), or a folder of them.", mode="L",
+                               spatial=True)],
+            # Filling needs the whole image: the region logic crops around the holes itself.
+            tiling=Tiling(tileable=False),
+            channels=3,
+            alpha="keep",
+        )
+    )

@@ -1,0 +1,148 @@
+"""Region logic of `imgen inpaint`: find the holes, crop around them with context, fill, paste back.
+
+The network runs only on crops around clusters of holes, so a small mask in a 12 MP photo costs a
+few small crops, not the whole photo. Crops too large for the network's budget are filled at a
+lower resolution and the prediction is upscaled. Pixels outside the (dilated) mask are copied from
+the input, so they come back bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imgen_cli.errors import UsageError
+
+# Side of the coarse cells in which holes are grouped into regions.
+CELL = 16
+# Context kept around a region: at least this, or half the region's size, on every side.
+MIN_CONTEXT = 64
+# Longest crop side the network runs at; larger crops are downscaled first (the net's cost grows
+# with area, and far context matters less than the hole's neighbourhood).
+MAX_SIDE = 1024
+
+
+def _holes(x: torch.Tensor, ctx) -> torch.Tensor:
+    """The fill mask as an (N, 1, H, W) bool tensor, from --mask or from the alpha channel."""
+    from_alpha = ctx.options.get("mask_from_alpha", False)
+    given = ctx.inputs.get("mask")
+    if from_alpha and given is not None:
+        raise UsageError("give either --mask or --mask-from-alpha, not both")
+    if from_alpha:
+        if ctx.alpha is None:
+            raise UsageError("--mask-from-alpha needs an image with an alpha channel", ctx.source)
+        return ctx.alpha < 0.5
+    if given is None:
+        raise UsageError("inpaint needs --mask FILE|FOLDER or --mask-from-alpha")
+    return given > 0
+
+
+def _grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Dilate a (1, 1, H, W) bool mask by a square of `radius`, separably so large radii stay cheap."""
+    if radius <= 0:
+        return mask
+    k = 2 * radius + 1
+    m = mask.float()
+    m = F.max_pool2d(m, (1, k), stride=1, padding=(0, radius))
+    m = F.max_pool2d(m, (k, 1), stride=1, padding=(radius, 0))
+    return m > 0
+
+
+def regions(mask: np.ndarray, dilate: int = 0) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) crops, with context, around the clusters of holes in `mask`.
+
+    Holes closer than their dilation plus a cell fall into one cluster, so one crop fills them
+    together and sees both.
+
+    Args:
+        mask: (H, W) bool array, True = fill.
+        dilate: how far the mask will be grown, in pixels.
+    """
+    h, w = mask.shape
+    gh, gw = math.ceil(h / CELL), math.ceil(w / CELL)
+    padded = np.zeros((gh * CELL, gw * CELL), bool)
+    padded[:h, :w] = mask
+    coarse = padded.reshape(gh, CELL, gw, CELL).any(axis=(1, 3))
+    reach = math.ceil(2 * dilate / CELL) + 1
+    label = np.full(coarse.shape, -1, np.int64)
+    boxes = []
+    for start in map(tuple, np.argwhere(coarse)):
+        if label[start] >= 0:
+            continue
+        label[start] = len(boxes)
+        queue, cells = deque([start]), [start]
+        while queue:
+            cy, cx = queue.popleft()
+            y0, y1 = max(cy - reach, 0), min(cy + reach + 1, gh)
+            x0, x1 = max(cx - reach, 0), min(cx + reach + 1, gw)
+            for ny, nx in np.argwhere(coarse[y0:y1, x0:x1] & (label[y0:y1, x0:x1] < 0)):
+                cell = (y0 + ny, x0 + nx)
+                label[cell] = len(boxes)
+                queue.append(cell)
+                cells.append(cell)
+        ys, xs = np.array(cells).T
+        top, bottom = ys.min() * CELL - dilate, (ys.max() + 1) * CELL + dilate
+        left, right = xs.min() * CELL - dilate, (xs.max() + 1) * CELL + dilate
+        margin = max(MIN_CONTEXT, max(bottom - top, right - left) // 2)
+        boxes.append((max(top - margin, 0), max(left - margin, 0), min(bottom + margin, h), min(right + margin, w)))
+    return boxes
+
+
+def _fill_crop(net, image: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+    """The network's fill of one (1, 3, h, w) crop, downscaled when its long side exceeds MAX_SIDE."""
+    h, w = image.shape[-2:]
+    factor = MAX_SIDE / max(h, w)
+    if factor >= 1:
+        return net(image, holes.to(image.dtype))
+    size = (max(round(h * factor), 4), max(round(w * factor), 4))
+    small = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
+    # Any hole pixel makes its small pixel a hole, so no object colour leaks into the fill.
+    small_holes = F.adaptive_max_pool2d(holes.to(image.dtype), size)
+    filled = net(small, small_holes)
+    return F.interpolate(filled, size=(h, w), mode="bicubic", align_corners=False)
+
+
+def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
+    """Fill the holes of a batch (N, 3, H, W); pixels outside the dilated mask are copied from x."""
+    holes = _holes(x, ctx).to(x.device)
+    radius = int(ctx.options.get("dilate") or 0)
+    net = ctx.model()
+    out = x.clone()
+    for n in range(x.shape[0]):
+        boxes = regions(holes[n, 0].cpu().numpy(), radius)
+        ctx.info(f"{len(boxes)} region(s) to fill: " + ", ".join(f"{r - l}x{b - t}" for t, l, b, r in boxes))
+        for top, left, bottom, right in boxes:
+            # Dilate on a crop padded by the radius, so holes just outside the crop still grow into it.
+            pt, pl = max(top - radius, 0), max(left - radius, 0)
+            pb, pr = min(bottom + radius, x.shape[-2]), min(right + radius, x.shape[-1])
+            core = holes[n : n + 1, :, pt:pb, pl:pr]
+            grown = _grow(core, radius)
+            inner = (slice(None), slice(None), slice(top - pt, bottom - pt), slice(left - pl, right - pl))
+            core, grown = core[inner], grown[inner]
+            if not bool(grown.any()):
+                continue
+            crop = out[n : n + 1, :, top:bottom, left:right]
+            filled = _fill_crop(net, crop, grown).to(x.dtype)
+            weight = _seam(core, grown, radius)
+            blended = filled * weight + crop * (1 - weight)
+            out[n : n + 1, :, top:bottom, left:right] = torch.where(grown, blended, crop)
+    if ctx.options.get("mask_from_alpha") and ctx.alpha is not None:
+        # Filled pixels are no longer missing. The host writes this alpha back to the output.
+        ctx.alpha.masked_fill_(holes, 1.0)
+    return out
+
+
+def _seam(core: torch.Tensor, grown: torch.Tensor, radius: int) -> torch.Tensor:
+    """Blend weight: 1 on the user's mask, falling to 0 across the ring that --dilate added."""
+    if radius <= 0:
+        return core.float()
+    k = 2 * radius + 1
+    # A box mean, separably: the share of mask pixels within `radius`.
+    near = F.avg_pool2d(core.float(), (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+    near = F.avg_pool2d(near, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    ramp = (2 * near).clamp(0, 1)
+    return torch.where(core, torch.ones_like(ramp), torch.where(grown, ramp, torch.zeros_like(ramp)))
