@@ -1,7 +1,7 @@
 """Quality and speed of `imgen denoise` against CBM3D and OpenCV non-local means.
 
     pip install bm3d opencv-python-headless      # benchmark-only peers, not imgen dependencies
-    PYTHONPATH=plugins:. python benchmarks/bench_denoise.py [--crop 512] [--weights FILE]
+    PYTHONPATH=plugins:. python benchmarks/bench_denoise.py [--crop 256] [--weights FILE]
 
 Every held-out photo (imgen_cli.datasets.VALIDATION, never trained on) is centre-cropped, given
 additive Gaussian noise at sigma 15, 25 and 50 (0-255 scale, fixed seed) and saved to 8 bits, as
@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from imgen_cli.datasets import data_root, image_files, load_rgb, split
-from imgen_denoise import WEIGHTS
-from imgen_denoise._estimate import estimate_sigma
+from imgen_denoise import WEIGHTS, _prepare, _process
 from imgen_denoise._net import FFDNet
 
 SIGMAS = (15, 25, 50)
@@ -42,7 +42,7 @@ def to_u8(x: np.ndarray) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder of photos (default: data_root()/photos)")
-    ap.add_argument("--crop", type=int, default=512, help="centre crop side; 0 for whole photos (CBM3D is slow)")
+    ap.add_argument("--crop", type=int, default=256, help="centre crop side; 0 for whole photos (CBM3D is slow)")
     ap.add_argument("--weights", default=str(WEIGHTS / "ffdnet.safetensors"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-bm3d", action="store_true", help="skip CBM3D (minutes per level)")
@@ -68,11 +68,14 @@ def main() -> None:
     net.eval()
 
     def imgen(noisy: np.ndarray, sigma: float | None) -> tuple[np.ndarray, float]:
+        # The plugin's own prepare and process, with the few context fields they use.
+        ctx = SimpleNamespace(options={"sigma": sigma, "strength": 1.0}, state={}, info=lambda message: None,
+                              model=lambda name=None: net)
         with torch.inference_mode():
             x = torch.from_numpy(noisy).permute(2, 0, 1)[None].float() / 255
-            level = float(estimate_sigma(x)[0]) if sigma is None else sigma / 255
-            y = net(x, level).clamp(0, 1)[0].permute(1, 2, 0).numpy()
-        return to_u8(y), level * 255
+            _prepare(x, ctx)
+            y = _process(x, ctx).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+        return to_u8(y), ctx.state["sigma"] * 255
 
     scores: dict[str, dict[int, list[float]]] = {}
     seconds: dict[str, float] = {}

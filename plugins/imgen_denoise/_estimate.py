@@ -10,12 +10,15 @@ Unlike the median of a wavelet subband (Donoho's MAD), texture barely biases it.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 PATCH = 7
 # Enough patches for a stable 147x147 covariance; more only costs time.
-MAX_PATCHES = 60_000
+MAX_PATCHES = 40_000
 
 
 def estimate_sigma(x: torch.Tensor, patch: int = PATCH, max_patches: int = MAX_PATCHES) -> torch.Tensor:
@@ -24,7 +27,7 @@ def estimate_sigma(x: torch.Tensor, patch: int = PATCH, max_patches: int = MAX_P
     Args:
         x: (N, C, H, W) image in 0..1, all channels sharing one noise level.
         patch: patch side. Default 7.
-        max_patches: patches sampled on a regular grid per image. Default 60000.
+        max_patches: at most this many patches, on a regular grid, per image. Default 40000.
 
     Returns:
         (N,) float32 tensor of sigma on the 0..1 scale, on the CPU.
@@ -37,16 +40,17 @@ def estimate_sigma(x: torch.Tensor, patch: int = PATCH, max_patches: int = MAX_P
             img = img[:1]
         c, h, w = img.shape
         count = max(1, (h - patch + 1) * (w - patch + 1))
-        stride = max(1, int((count / max_patches) ** 0.5))
-        cols = F.unfold(img[None], patch, stride=stride)[0].double()  # (C*patch*patch, L)
+        stride = max(1, math.ceil((count / max_patches) ** 0.5))
+        cols = F.unfold(img[None], patch, stride=stride)[0]  # (C*patch*patch, L)
         # Clipping at black and white shrinks the noise there; leave such patches out while
         # enough others remain.
         inside = ((cols > 0.5 / 255) & (cols < 1 - 0.5 / 255)).all(0)
         if int(inside.sum()) >= 8 * cols.shape[0]:
             cols = cols[:, inside]
         cols = cols - cols.mean(1, keepdim=True)
-        cov = cols @ cols.T / max(1, cols.shape[1] - 1)
-        eig = torch.linalg.eigvalsh(cov).flip(0).clamp_min(0)  # descending
+        cov = (cols @ cols.T).double() / max(1, cols.shape[1] - 1)
+        # numpy's LAPACK call starts in milliseconds; torch's first eigvalsh can take seconds.
+        eig = torch.from_numpy(np.linalg.eigvalsh(cov.numpy())).flip(0).clamp_min(0)  # descending
         out.append(_noise_variance(eig).sqrt())
     return torch.stack(out).float()
 
