@@ -1,0 +1,202 @@
+"""The inpaint plugin through the real CLI: mask sources, size errors, unchanged pixels, formats."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+if importlib.util.find_spec("imgen_inpaint") is None:  # an editable install made before the plugin existed
+    sys.path.insert(0, str(PLUGINS))
+
+import imgen_inpaint  # noqa: E402
+
+
+@pytest.fixture
+def inpaint(imgen, imgen_registry):
+    """The CLI runner with the inpaint plugin registered (by its entry point, or here)."""
+    if "inpaint" not in imgen_registry.commands:
+        imgen_registry.add(imgen_inpaint, "inpaint")
+    return imgen
+
+
+def read(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def write(path: Path, array: np.ndarray) -> Path:
+    Image.fromarray(array).save(path)
+    return path
+
+
+def photo(name: str = "wood") -> np.ndarray:
+    return read(DATA / f"{name}.png")
+
+
+def holes(height: int = 256, width: int = 256) -> np.ndarray:
+    """A box and a thick diagonal stroke: about 12% of a 256x256 image."""
+    mask = np.zeros((height, width), bool)
+    mask[60:110, 150:210] = True
+    yy, xx = np.mgrid[0:height, 0:width]
+    mask |= (np.abs(yy - xx - 10) < 8) & (yy > 120) & (yy < 230)
+    return mask
+
+
+def hole_psnr(clean, out, mask) -> float:
+    diff = clean[mask].astype(np.float64) - out[mask].astype(np.float64)
+    return 10 * np.log10(255.0**2 / np.mean(diff**2))
+
+
+def test_registers_command_and_model(inpaint, imgen_registry):
+    model = imgen_registry.default_model("inpaint")
+    assert model.name == "inpaint-ffc" and model.task == "inpaint"
+    assert Path(model.weights).stat().st_size < 5 * 2**20
+
+
+def test_front_module_imports_no_torch():
+    code = "import sys, imgen_inpaint; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    env = {"PYTHONPATH": str(PLUGINS)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_model_loads_without_training_code():
+    import torch
+
+    net = imgen_inpaint._load()
+    image, mask = torch.rand(1, 3, 45, 51), torch.zeros(1, 1, 45, 51)
+    mask[..., 10:30, 5:20] = 1
+    with torch.no_grad():
+        out = net(image, mask)
+    assert out.shape == image.shape
+    assert torch.equal(out[mask.expand_as(out) == 0], image[mask.expand_as(out) == 0])
+    assert "imgen_inpaint.train" not in sys.modules
+
+
+@pytest.mark.parametrize("name", ["bridge", "kite", "wood"])
+def test_mask_file_fills_holes_and_keeps_the_rest(inpaint, tmp_path, name):
+    clean, mask = photo(name), holes()
+    damaged = clean.copy()
+    damaged[mask] = 255
+    write(tmp_path / "in.png", damaged)
+    write(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    result = inpaint(["inpaint", "--mask", "mask.png", "in.png", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    assert np.array_equal(out[~mask], damaged[~mask])
+    # The fill continues its surroundings: closer to the lost content than the visible image's mean colour.
+    flat = np.broadcast_to(damaged[~mask].mean(0), clean.shape)
+    assert hole_psnr(clean, out, mask) > hole_psnr(clean, flat, mask) + 1
+
+
+def test_dilate_changes_only_a_ring_around_the_mask(inpaint, tmp_path):
+    clean = photo("kite")
+    mask = np.zeros((256, 256), bool)
+    mask[100:140, 100:150] = True
+    write(tmp_path / "in.png", clean)
+    write(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    result = inpaint(["inpaint", "--mask", "mask.png", "--dilate", "6", "in.png", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    changed = np.any(read(tmp_path / "out.png") != clean, axis=2)
+    grown = np.zeros_like(mask)
+    grown[94:146, 94:156] = True
+    assert not changed[~grown].any()
+    assert changed[grown & ~mask].any()
+
+
+def test_mask_from_alpha_fills_transparent_pixels(inpaint, tmp_path):
+    clean, mask = photo("bridge"), holes()
+    rgba = np.dstack([clean, np.where(mask, 0, 255).astype(np.uint8)])
+    write(tmp_path / "in.png", rgba)
+    result = inpaint(["inpaint", "--mask-from-alpha", "in.png", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    assert out.shape == (256, 256, 4)
+    assert np.array_equal(out[~mask], rgba[~mask])
+    assert (out[mask][:, 3] == 255).all()  # filled pixels are no longer transparent
+    flat = np.broadcast_to(clean[~mask].mean(0), clean.shape)
+    assert hole_psnr(clean, out[..., :3], mask) > hole_psnr(clean, flat, mask) + 1
+
+
+def test_mask_folder_is_matched_by_stem(inpaint, tmp_path):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    boxes = {"bridge": (slice(20, 60), slice(20, 80)), "wood": (slice(150, 200), slice(100, 140))}
+    for name, box in boxes.items():
+        write(photos / f"{name}.png", photo(name))
+        mask = np.zeros((256, 256), np.uint8)
+        mask[box] = 255
+        write(masks / f"{name}.png", mask)
+    result = inpaint(["inpaint", "--mask", masks, photos, "-o", "out"])
+    assert result.exit_code == 0, result.stderr
+    for name, box in boxes.items():
+        changed = np.any(read(tmp_path / "out" / f"{name}.png") != photo(name), axis=2)
+        expected = np.zeros_like(changed)
+        expected[box] = True
+        assert changed[box].mean() > 0.5 and not changed[~expected].any(), name
+
+
+def test_mask_of_another_size_is_an_error(inpaint, tmp_path):
+    write(tmp_path / "in.png", photo())
+    write(tmp_path / "mask.png", np.full((200, 256), 255, np.uint8))
+    result = inpaint(["inpaint", "--mask", "mask.png", "in.png", "-o", "out.png"])
+    assert result.exit_code != 0
+    assert "--mask is 256x200 but the image is 256x256: sizes must match" in result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_missing_or_double_mask_is_a_usage_error(inpaint, tmp_path):
+    write(tmp_path / "in.png", photo())
+    write(tmp_path / "mask.png", holes().astype(np.uint8) * 255)
+    missing = inpaint(["inpaint", "in.png", "-o", "a.png"])
+    assert missing.exit_code == 2 and "--mask-from-alpha" in missing.stderr
+    both = inpaint(["inpaint", "--mask", "mask.png", "--mask-from-alpha", "in.png", "-o", "b.png"])
+    assert both.exit_code == 2 and "not both" in both.stderr
+    no_alpha = inpaint(["inpaint", "--mask-from-alpha", "in.png", "-o", "c.png"])
+    assert no_alpha.exit_code == 2 and "alpha channel" in no_alpha.stderr
+
+
+def test_sixteen_bit_grey_keeps_every_pixel_outside(inpaint, tmp_path):
+    grey = (photo("wood").astype(np.float64) @ [0.299, 0.587, 0.114] * 257).astype(np.uint16)
+    mask = holes()
+    write(tmp_path / "in.png", grey)
+    write(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    result = inpaint(["inpaint", "--mask", "mask.png", "in.png", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    assert out.dtype == np.uint16 and out.shape == grey.shape
+    assert np.array_equal(out[~mask], grey[~mask])
+    assert np.abs(out[mask].astype(float) - grey[mask]).mean() < 0.1 * 65535
+
+
+def test_far_apart_holes_are_filled_in_small_crops():
+    from imgen_inpaint._fill import regions
+
+    mask = np.zeros((3000, 4000), bool)
+    mask[100:130, 200:240] = True
+    mask[2800:2900, 3700:3760] = True
+    boxes = regions(mask, dilate=4)
+    assert len(boxes) == 2
+    for top, left, bottom, right in boxes:
+        assert (bottom - top) * (right - left) < 400 * 400
+
+
+def test_large_region_is_downscaled_and_still_exact_outside(inpaint, tmp_path, monkeypatch):
+    from imgen_inpaint import _fill
+
+    monkeypatch.setattr(_fill, "MAX_SIDE", 128)
+    clean, mask = photo("kite"), holes()
+    write(tmp_path / "in.png", clean)
+    write(tmp_path / "mask.png", mask.astype(np.uint8) * 255)
+    result = inpaint(["inpaint", "--mask", "mask.png", "in.png", "-o", "out.png", "-v"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    assert np.array_equal(out[~mask], clean[~mask])
+    flat = np.broadcast_to(clean[~mask].mean(0), clean.shape)
+    assert hole_psnr(clean, out, mask) > hole_psnr(clean, flat, mask) + 1
