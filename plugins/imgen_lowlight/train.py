@@ -5,6 +5,12 @@
     PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --export-only \
         --resume runs/lowlight/last.pt
 
+The shipped weights (a 1600-step schedule cut short to fit the session, see docs/lowlight.md):
+
+    PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --steps 1600 --stop-after 899 \
+        && PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --steps 1150 \
+        --resume runs/lowlight/last.pt
+
 Inputs are crops of the training photos re-exposed as k*x^g (k 0.1..0.7, g 1..3, one in five left
 as shot) with mild Poisson-Gaussian noise. The clean photo is never used by a loss: every target
 below is computed from the network's own (degraded) input, as in Zero-DCE.
@@ -151,7 +157,9 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="dataset folder holding photos/ (default: data_root())")
     ap.add_argument("--out", default="runs/lowlight", help="checkpoints and log")
     ap.add_argument("--resume", default=None, help="checkpoint to continue from")
-    ap.add_argument("--steps", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=1600, help="length of the learning-rate schedule")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="save and stop at this step (resume later, possibly with another --steps)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -191,7 +199,8 @@ def main() -> None:
 
     last_save = time.time()
     t0 = time.time()
-    while step < args.steps:
+    stop = min(args.steps, args.stop_after or args.steps)
+    while step < stop:
         lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -215,10 +224,13 @@ def main() -> None:
             dark = sum(psnr(model(d), c) for c, d in val) / len(val)
             same = sum(psnr(model(c), c) for c, _ in val) / len(val)
             print(f"step {step} val: dark(k=.25,g=2.2) {dark:.2f} dB, well-exposed kept {same:.2f} dB", flush=True)
-        if time.time() - last_save > args.checkpoint_every or step == args.steps:
+        if time.time() - last_save > args.checkpoint_every:
             save("last.pt")
             last_save = time.time()
     save("last.pt")
+    if step < args.steps:
+        print(f"stopped at step {step}; continue with --resume {out / 'last.pt'}", flush=True)
+        return
     export(model, Path(args.export))
     print(f"done at step {step}; weights in {args.export}", flush=True)
 
