@@ -1,8 +1,10 @@
-"""The restyle network: a small two-level autoencoder with AdaIN at both levels of its latent space.
+"""The restyle network: a small autoencoder with AdaIN at every level of its latent space.
 
-The encoder gives features at 1/2 and 1/4 of the input size; restyling replaces each level's
-per-channel mean and standard deviation with the style image's (AdaIN, Huang & Belongie 2017)
-and the decoder turns the result back into pixels. Statistics are passed in explicitly so that a
+The encoder gives three levels: the pixels themselves as 2x2 blocks (1/2 size, 12 channels),
+learned features at 1/2 and at 1/4 size. Restyling replaces each level's per-channel mean and
+standard deviation with the style image's (AdaIN, Huang & Belongie 2017). The decoder adds a
+learned correction to the restyled pixel level, so an untrained decoder (its last layer starts at
+zero) is exactly an autoencoder and a colour transfer, and training only has to learn texture. Statistics are passed in explicitly so that a
 large image cut into tiles is normalised with its whole-image statistics, not per tile.
 """
 
@@ -21,7 +23,8 @@ def conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 class Encoder(nn.Module):
-    """Pixels to features at 1/2 (`width` channels) and 1/4 (`4 * width` channels) resolution.
+    """Pixels to three levels: 2x2 pixel blocks, features at 1/2 (`width` channels) and at 1/4
+    (`4 * width` channels) resolution.
 
     Args:
         width: channels of the 1/2-resolution level (default 16).
@@ -35,12 +38,13 @@ class Encoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f1 = self.level1(F.pixel_unshuffle(x, 2))
-        return [f1, self.level2(f1)]
+        f0 = F.pixel_unshuffle(x, 2)
+        f1 = self.level1(f0)
+        return [f0, f1, self.level2(f1)]
 
 
 class Decoder(nn.Module):
-    """Features at 1/4 and 1/2 resolution back to an RGB image.
+    """The encoder's three levels back to an RGB image: the pixel level plus a learned correction.
 
     Args:
         width: channels of the 1/2-resolution level, as in the encoder (default 16).
@@ -53,11 +57,13 @@ class Decoder(nn.Module):
             nn.ReLU(), conv(2 * width, width), nn.ReLU(inplace=True), conv(width, width), nn.ReLU(inplace=True),
             conv(width, 12),
         )
+        nn.init.zeros_(self.fine[-1].weight)
+        nn.init.zeros_(self.fine[-1].bias)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        f1, f2 = feats
+        f0, f1, f2 = feats
         up = F.interpolate(self.deep(f2), size=f1.shape[-2:], mode="nearest")
-        return F.pixel_shuffle(self.fine(torch.cat([f1, up], 1)), 2)
+        return F.pixel_shuffle(f0 + self.fine(torch.cat([f1, up], 1)), 2)
 
 
 def moments(feats: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:

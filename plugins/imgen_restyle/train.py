@@ -36,7 +36,7 @@ from imgen_restyle._net import Restyler, moments
 
 VAL_STYLES = ("goldfish", "rhythm", "umang", "flow")
 STYLE_SIDE = 512
-WEIGHTS = {"rec": 1.0, "content": 1.0, "style": 1.0}
+WEIGHTS = {"rec": 1.0, "content": 1.0, "style": 3.0}
 
 
 def resize_long(image: np.ndarray, side: int) -> np.ndarray:
@@ -44,6 +44,11 @@ def resize_long(image: np.ndarray, side: int) -> np.ndarray:
     scale = side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+
+
+def crop4(image: np.ndarray) -> np.ndarray:
+    """Crop to sides that are multiples of 4, as the network needs."""
+    return image[: image.shape[0] // 4 * 4, : image.shape[1] // 4 * 4]
 
 
 def to_tensor(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -69,15 +74,23 @@ def stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def normalised(f: torch.Tensor) -> torch.Tensor:
+    """Channels centred and scaled to unit spread; the floor keeps nearly dead ReLU channels
+    (std near 0 in a flat patch) from turning tiny differences into huge ones."""
     mean, std = stats(f)
-    return (f - mean[..., None, None]) / std[..., None, None]
+    return (f - mean[..., None, None]) / (std[..., None, None] + 0.05)
+
+
+def grey(rgb: torch.Tensor) -> torch.Tensor:
+    return (0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:]).expand(-1, 3, -1, -1)
 
 
 def losses(net: Restyler, features: RandomFeatures, content: torch.Tensor, style: torch.Tensor) -> dict:
     rec = F.l1_loss(net(content), content) + F.l1_loss(net(style), style)
     out = net.restyle(content, moments(net.encode(content)), moments(net.encode(style)))
-    fo, fc, fs = features(out), features(content), features(style)
-    content_loss = sum(F.mse_loss(normalised(a), normalised(b)) for a, b in zip(fo[1:], fc[1:]))
+    fo, fs = features(out), features(style)
+    # Structure is compared on luma, so the colour change the style asks for costs no content.
+    go, gc = features(grey(out)), features(grey(content))
+    content_loss = sum(F.mse_loss(normalised(a), normalised(b)) for a, b in zip(go[1:], gc[1:]))
     style_loss = 0.0
     for a, b in zip([out] + fo, [style] + fs):
         (ma, sa), (mb, sb) = stats(a), stats(b)
@@ -118,7 +131,7 @@ def main(argv=None) -> None:
     val_content = [resize_long(load_rgb(p), 768) for p in photos_val]
     val_content = to_tensor([im[im.shape[0] // 2 - 96:im.shape[0] // 2 + 96, im.shape[1] // 2 - 96:im.shape[1] // 2 + 96]
                              for im in val_content])
-    val_styles = [to_tensor([resize_long(load_rgb(p), 256)]) for p in styles_val]
+    val_styles = [to_tensor([crop4(resize_long(load_rgb(p), 256))]) for p in styles_val]
     print(f"{len(photos)} training photos, {len(styles)} training styles; "
           f"validation {len(photos_val)} photos x {len(styles_val)} styles", flush=True)
 

@@ -1,0 +1,115 @@
+"""The `restyle` command: render a photo in the colours and texture of a style image.
+
+This module is the plugin's front door and imports neither torch nor numpy; the network
+(`_net.py`), the colour helpers (`_color.py`) and the pipeline (`_pipeline.py`) are imported when
+an image is processed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from imgen_cli import Command, ImageInput, Model, Tiling, hookimpl
+
+HERE = Path(__file__).resolve().parent
+WEIGHTS = HERE / "weights"
+STYLES = HERE / "styles"
+MODEL = "restyle-adain"
+
+
+def builtin_styles() -> list[str]:
+    return sorted(p.stem for p in STYLES.glob("*.jpg"))
+
+
+def _resolve_style(value: str) -> str | None:
+    """A built-in style name (`autumn`) to its file; None lets the host report a missing file."""
+    path = STYLES / f"{value}.jpg"
+    return str(path) if path.is_file() else None
+
+
+def _load():
+    from safetensors.torch import load_file
+
+    from ._net import Restyler
+
+    net = Restyler()
+    net.load_state_dict(load_file(str(WEIGHTS / "restyle.safetensors")))
+    return net
+
+
+def _prepare(x, ctx) -> None:
+    from ._pipeline import prepare
+
+    prepare(x, ctx)
+
+
+def _process(x, ctx):
+    from ._pipeline import process
+
+    return process(x, ctx)
+
+
+@hookimpl
+def register_models(register):
+    register(
+        Model(
+            name=MODEL,
+            task="restyle",
+            load=_load,
+            default=True,
+            precisions=("fp32", "fp16", "bf16"),
+            weights=str(WEIGHTS / "restyle.safetensors"),
+            description="Two-level AdaIN autoencoder for arbitrary style transfer, trained by imgen",
+            meta={"multiple": 4},
+        )
+    )
+
+
+@hookimpl
+def register_commands(register):
+    register(
+        Command(
+            name="restyle",
+            help=(
+                "Render photos in the look of a style image: its colours and its texture.\n\n"
+                "--style is any image file or a built-in style name. The style image is resized to "
+                "512 pixels on its long side; its feature statistics replace the photo's in the "
+                "network's latent space (AdaIN), and the output's colours are then moved to the "
+                "style's colour distribution in Lab. --strength blends with the photo; "
+                "--preserve-color keeps the photo's colours and transfers texture and lightness only."
+            ),
+            process=_process,
+            prepare=_prepare,
+            params=[
+                click.Option(
+                    ["--strength"],
+                    type=click.FloatRange(0, 1),
+                    default=1.0,
+                    show_default=True,
+                    help="0 returns the photo, 1 the full style.",
+                ),
+                click.Option(
+                    ["--preserve-color"],
+                    is_flag=True,
+                    default=False,
+                    help="Keep the photo's colours (Lab a, b); transfer texture and lightness only.",
+                ),
+            ],
+            inputs=[
+                ImageInput(
+                    "style",
+                    help="Style image file, or the name of a built-in style.",
+                    mode="RGB",
+                    spatial=False,
+                    required=True,
+                    resolve=_resolve_style,
+                    choices_help="Built-in: " + ", ".join(builtin_styles()) + ".",
+                )
+            ],
+            # Each output pixel depends on about 30 input pixels either side (Restyler.radius).
+            tiling=Tiling(scale=1, overlap=40, multiple=4, bytes_per_pixel=2048),
+            channels=3,
+        )
+    )
