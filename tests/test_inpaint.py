@@ -181,7 +181,7 @@ def test_far_apart_holes_are_filled_in_small_crops():
     mask = np.zeros((3000, 4000), bool)
     mask[100:130, 200:240] = True
     mask[2800:2900, 3700:3760] = True
-    boxes = regions(mask, dilate=4)
+    boxes, _ = regions(mask, dilate=4)
     assert len(boxes) == 2
     for top, left, bottom, right in boxes:
         assert (bottom - top) * (right - left) < 400 * 400

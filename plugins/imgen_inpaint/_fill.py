@@ -19,7 +19,8 @@ from imgen_cli.errors import UsageError
 
 # Side of the coarse cells in which holes are grouped into regions.
 CELL = 16
-# Context kept around a region: at least this, or half the region's size, on every side.
+# Context kept around a region on every side: at least this, or the region's own size (a crop
+# that cuts through the surroundings of a large hole gives a worse fill than the whole image).
 MIN_CONTEXT = 64
 # Longest crop side the network runs at; larger crops are downscaled first (the net's cost grows
 # with area, and far context matters less than the hole's neighbourhood).
@@ -52,11 +53,13 @@ def _grow(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return m > 0
 
 
-def regions(mask: np.ndarray, dilate: int = 0) -> list[tuple[int, int, int, int]]:
-    """(top, left, bottom, right) crops, with context, around the clusters of holes in `mask`.
+def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """Crops, with context, around the clusters of holes in `mask`, and which holes each one owns.
 
     Holes closer than their dilation plus a cell fall into one cluster, so one crop fills them
-    together and sees both.
+    together and sees both. Returns the (top, left, bottom, right) crop of every cluster and a
+    coarse label map: cell (i, j) covers pixels [i*CELL, (i+1)*CELL) x [j*CELL, (j+1)*CELL) and
+    holds the index of the cluster whose holes lie there, or -1.
 
     Args:
         mask: (H, W) bool array, True = fill.
@@ -87,9 +90,17 @@ def regions(mask: np.ndarray, dilate: int = 0) -> list[tuple[int, int, int, int]
         ys, xs = np.array(cells).T
         top, bottom = ys.min() * CELL - dilate, (ys.max() + 1) * CELL + dilate
         left, right = xs.min() * CELL - dilate, (xs.max() + 1) * CELL + dilate
-        margin = max(MIN_CONTEXT, max(bottom - top, right - left) // 2)
+        margin = max(MIN_CONTEXT, max(bottom - top, right - left))
         boxes.append((max(top - margin, 0), max(left - margin, 0), min(bottom + margin, h), min(right + margin, w)))
-    return boxes
+    return boxes, label
+
+
+def _owned(label: np.ndarray, k: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
+    """(bottom-top, right-left) bool array: the pixels whose coarse cell belongs to cluster k."""
+    cells = label[top // CELL : (bottom - 1) // CELL + 1, left // CELL : (right - 1) // CELL + 1] == k
+    full = np.repeat(np.repeat(cells, CELL, 0), CELL, 1)
+    oy, ox = top % CELL, left % CELL
+    return full[oy : oy + bottom - top, ox : ox + right - left]
 
 
 def _fill_crop(net, image: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
@@ -113,23 +124,27 @@ def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
     net = ctx.model()
     out = x.clone()
     for n in range(x.shape[0]):
-        boxes = regions(holes[n, 0].cpu().numpy(), radius)
+        boxes, label = regions(holes[n, 0].cpu().numpy(), radius)
         ctx.info(f"{len(boxes)} region(s) to fill: " + ", ".join(f"{r - l}x{b - t}" for t, l, b, r in boxes))
-        for top, left, bottom, right in boxes:
+        # Holes not filled yet: the network sees them as holes in every crop they reach into, but
+        # each crop writes only its own cluster's holes, which it sees with their full context.
+        missing = holes[n : n + 1].clone()
+        for k, (top, left, bottom, right) in enumerate(boxes):
             # Dilate on a crop padded by the radius, so holes just outside the crop still grow into it.
             pt, pl = max(top - radius, 0), max(left - radius, 0)
             pb, pr = min(bottom + radius, x.shape[-2]), min(right + radius, x.shape[-1])
-            core = holes[n : n + 1, :, pt:pb, pl:pr]
-            grown = _grow(core, radius)
+            owned = torch.from_numpy(_owned(label, k, pt, pl, pb, pr)).to(x.device)
+            own = holes[n : n + 1, :, pt:pb, pl:pr] & owned
             inner = (slice(None), slice(None), slice(top - pt, bottom - pt), slice(left - pl, right - pl))
-            core, grown = core[inner], grown[inner]
-            if not bool(grown.any()):
-                continue
+            unknown = _grow(missing[:, :, pt:pb, pl:pr], radius)[inner]
+            own_grown = _grow(own, radius)[inner]
+            own = own[inner]
             crop = out[n : n + 1, :, top:bottom, left:right]
-            filled = _fill_crop(net, crop, grown).to(x.dtype)
-            weight = _seam(core, grown, radius)
+            filled = _fill_crop(net, crop, unknown | own_grown).to(x.dtype)
+            weight = _seam(own, own_grown, radius)
             blended = filled * weight + crop * (1 - weight)
-            out[n : n + 1, :, top:bottom, left:right] = torch.where(grown, blended, crop)
+            out[n : n + 1, :, top:bottom, left:right] = torch.where(own_grown, blended, crop)
+            missing[:, :, top:bottom, left:right] &= ~own
     if ctx.options.get("mask_from_alpha") and ctx.alpha is not None:
         # Filled pixels are no longer missing. The host writes this alpha back to the output.
         ctx.alpha.masked_fill_(holes, 1.0)
