@@ -167,7 +167,7 @@ def real_quality(val, models) -> list[tuple]:
     return [(name, *np.mean(v, 0)) for name, v in results.items()]
 
 
-def figure(hr: np.ndarray, models, path: str, box=(0.45, 0.40), size=96, zoom=3) -> None:
+def figure(hr: np.ndarray, models, path: str, box=(0.24, 0.33), size=96, zoom=3) -> None:
     """Side-by-side crop: degraded input (nearest), bicubic, fidelity x4, real x4."""
     hr = crop_to_multiple(hr, 4)
     lr = degrade_fixed(hr, seed=0)
@@ -192,7 +192,7 @@ def main() -> None:
     ap.add_argument("--speed-size", type=int, default=128, help="input side for the speed test")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--figure", help="write the side-by-side crop image here")
-    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--parts", default="fidelity,real,speed", help="comma-separated: fidelity, real, speed")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -204,23 +204,26 @@ def main() -> None:
     print(f"held-out photos: {', '.join(p.stem for p in val_files)} "
           f"({', '.join(f'{v.shape[1]}x{v.shape[0]}' for v in val)})\n")
 
-    print("## fidelity: PIL bicubic downscale, Y channel, border = scale\n")
-    print("| model | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | gain dB |")
-    print("|---|---|---|---|---|---|")
-    for name, _, _, bp, bs, mp, ms in quality(val, models):
-        print(f"| {name} | {bp:.2f} | {bs:.4f} | {mp:.2f} | {ms:.4f} | {mp - bp:+.2f} |")
+    parts = set(args.parts.split(","))
+    if "fidelity" in parts:
+        print("## fidelity: PIL bicubic downscale, Y channel, border = scale\n")
+        print("| model | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | gain dB |")
+        print("|---|---|---|---|---|---|")
+        for name, _, _, bp, bs, mp, ms in quality(val, models):
+            print(f"| {name} | {bp:.2f} | {bs:.4f} | {mp:.2f} | {ms:.4f} | {mp - bp:+.2f} |")
 
-    print("\n## real: blur 1.2 + PIL bicubic x4 + noise 5 + JPEG 60, Y channel, border 4\n")
-    print("| output | PSNR | SSIM |")
-    print("|---|---|---|")
-    for name, p, s in real_quality(val, models):
-        print(f"| {name} | {p:.2f} | {s:.4f} |")
+    if "real" in parts:
+        print("\n## real: blur 1.2 + PIL bicubic x4 + noise 5 + JPEG 60, Y channel, border 4\n")
+        print("| output | PSNR | SSIM |")
+        print("|---|---|---|")
+        for name, p, s in real_quality(val, models):
+            print(f"| {name} | {p:.2f} | {s:.4f} |")
 
     if args.figure:
-        figure(val[[p.stem for p in val_files].index("bridge")], models, args.figure)
+        figure(val[[p.stem for p in val_files].index("friends")], models, args.figure)
         print(f"\nwrote {args.figure}")
 
-    if args.skip_speed:
+    if "speed" not in parts:
         return
     x = torch.rand(1, 3, args.speed_size, args.speed_size, generator=torch.Generator().manual_seed(0))
     print(f"\n## speed: {args.speed_size}x{args.speed_size} input, {args.threads} threads, fp32\n")

@@ -39,16 +39,20 @@ def _model_name(kind: str, scale: int) -> str:
     return f"sr-{kind}-x{scale}"
 
 
+def _build(state: dict):
+    """A CompactSR of whatever size `state` holds: shipped weights or a user's fine-tune."""
+    from ._net import CompactSR, config_from_state
+
+    net = CompactSR(**config_from_state(state))
+    net.load_state_dict(state)
+    return net
+
+
 def _loader(stem: str):
     def load():
         from safetensors.torch import load_file
 
-        from ._net import CompactSR, config_from_state
-
-        state = load_file(str(WEIGHTS / f"{stem}.safetensors"))
-        net = CompactSR(**config_from_state(state))
-        net.load_state_dict(state)
-        return net
+        return _build(load_file(str(WEIGHTS / f"{stem}.safetensors")))
 
     return load
 
@@ -73,7 +77,10 @@ def _select(options: dict) -> str:
 
 
 def _tiling(ctx) -> Tiling:
-    return Tiling(scale=ctx.model().scale, overlap=OVERLAP, bytes_per_pixel=2048)
+    # The network decides the factor: a --model FILE (spandrel descriptor) may differ from --scale.
+    net = ctx.model()
+    multiple = getattr(getattr(net, "size_requirements", None), "multiple_of", 1) or 1
+    return Tiling(scale=int(net.scale), overlap=OVERLAP, multiple=multiple, bytes_per_pixel=2048)
 
 
 def _process(x, ctx):
@@ -124,4 +131,5 @@ def register_commands(register):
         select_model=_select,
         model_purposes=("SR",),
         finish=_finish,
+        build_model=_build,
     ))
