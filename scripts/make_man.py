@@ -76,6 +76,8 @@ EXAMPLES = [
      "imgen denoise holiday/ -o clean/ --device cuda:0"),
     ("Brighten, then upscale, in one process:", "imgen lowlight + sr --scale 2 dark.jpg -o out.png"),
     ("The same in a shell pipe:", "imgen lowlight - < dark.jpg | imgen sr --scale 2 - > out.png"),
+    ("Remove what a mask marks in white:", "imgen inpaint photo.jpg --mask mask.png -o clean.png"),
+    ("Paint a photo in the look of another image:", "imgen restyle --style painting.jpg photo.jpg"),
     ("Run a community model file:", "imgen sr --model RealESRGAN_x4plus.pth photo.jpg"),
     ("List plugins and models:", "imgen plugins; imgen models --json"),
 ]
