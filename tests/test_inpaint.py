@@ -49,6 +49,28 @@ def holes(height: int = 256, width: int = 256) -> np.ndarray:
     return mask
 
 
+def guess(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The smooth push-pull fill the network starts from, as 8-bit RGB."""
+    import torch
+
+    from imgen_inpaint._net import push_pull_fill
+
+    x = torch.from_numpy(image.astype(np.float32) / 255).permute(2, 0, 1)[None]
+    out = push_pull_fill(x, torch.from_numpy(mask.astype(np.float32))[None, None])
+    return np.round(out[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def fills_well(clean, out, mask, slack: float = 1.0) -> bool:
+    """Far closer to the lost content than white, and within `slack` dB of the smooth guess it refines.
+
+    The shipped weights are barely trained (see docs/inpaint.md), so this guards against a broken
+    fill, not for the quality bar, which benchmarks/bench_inpaint.py measures.
+    """
+    white = np.full_like(clean, 255)
+    score = hole_psnr(clean, out, mask)
+    return score > hole_psnr(clean, white, mask) + 6 and score > hole_psnr(clean, guess(clean, mask), mask) - slack
+
+
 def hole_psnr(clean, out, mask) -> float:
     diff = clean[mask].astype(np.float64) - out[mask].astype(np.float64)
     return 10 * np.log10(255.0**2 / np.mean(diff**2))
@@ -90,9 +112,7 @@ def test_mask_file_fills_holes_and_keeps_the_rest(inpaint, tmp_path, name):
     assert result.exit_code == 0, result.stderr
     out = read(tmp_path / "out.png")
     assert np.array_equal(out[~mask], damaged[~mask])
-    # The fill continues its surroundings: closer to the lost content than the visible image's mean colour.
-    flat = np.broadcast_to(damaged[~mask].mean(0), clean.shape)
-    assert hole_psnr(clean, out, mask) > hole_psnr(clean, flat, mask) + 1
+    assert fills_well(clean, out, mask)
 
 
 def test_dilate_changes_only_a_ring_around_the_mask(inpaint, tmp_path):
@@ -120,8 +140,7 @@ def test_mask_from_alpha_fills_transparent_pixels(inpaint, tmp_path):
     assert out.shape == (256, 256, 4)
     assert np.array_equal(out[~mask], rgba[~mask])
     assert (out[mask][:, 3] == 255).all()  # filled pixels are no longer transparent
-    flat = np.broadcast_to(clean[~mask].mean(0), clean.shape)
-    assert hole_psnr(clean, out[..., :3], mask) > hole_psnr(clean, flat, mask) + 1
+    assert fills_well(clean, out[..., :3], mask)
 
 
 def test_mask_folder_is_matched_by_stem(inpaint, tmp_path):
@@ -198,5 +217,4 @@ def test_large_region_is_downscaled_and_still_exact_outside(inpaint, tmp_path, m
     assert result.exit_code == 0, result.stderr
     out = read(tmp_path / "out.png")
     assert np.array_equal(out[~mask], clean[~mask])
-    flat = np.broadcast_to(clean[~mask].mean(0), clean.shape)
-    assert hole_psnr(clean, out, mask) > hole_psnr(clean, flat, mask) + 1
+    assert fills_well(clean, out, mask, slack=3.0)  # filled at half size, so softer
