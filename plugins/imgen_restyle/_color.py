@@ -1,4 +1,4 @@
-"""Colour helpers: sRGB <-> CIE Lab, and sliced optimal transport of colours as a pointwise map.
+"""Colour helpers: sRGB <-> CIE Lab, and a colour-distribution transfer baked into a lookup table.
 
 The colour map is fitted once per image (on a small rendering of the whole output) and then
 applied pixel by pixel, so every tile of a large image gets exactly the same colours.
@@ -53,28 +53,47 @@ def _quantiles(points: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     return ordered[index].T.contiguous()
 
 
-def fit_sliced_transport(source: torch.Tensor, target: torch.Tensor, steps: int = 10, quantiles: int = 128,
-                         seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """A colour map moving the points `source` (P, 3) towards the distribution of `target` (Q, 3).
+def _limit_slope(qs: torch.Tensor, qt: torch.Tensor, max_slope: float) -> torch.Tensor:
+    """Target quantiles whose map from `qs` is at most `max_slope` steep, same median as `qt`."""
+    step_s, step_t = qs.diff(dim=1), qt.diff(dim=1)
+    limited = torch.minimum(step_t, max_slope * step_s)
+    out = torch.cat([torch.zeros_like(qt[:, :1]), limited.cumsum(1)], 1)
+    middle = qt.shape[1] // 2
+    return out + (qt[:, middle] - out[:, middle])[:, None]
 
-    Each step rotates colour space at random and matches the three 1-D marginals by quantiles
-    (Pitie et al. 2005); repeated, this matches the joint distribution, not only each channel.
-    Returns the steps as (rotation, source quantiles, target quantiles) for `apply_transport`.
+
+def fit_colour_map(source: torch.Tensor, target: torch.Tensor, steps: int = 2, quantiles: int = 128,
+                   max_slope: float = 2.0, seed: int = 0) -> dict:
+    """A colour map moving the RGB points `source` (P, 3) towards the distribution of `target` (Q, 3).
+
+    First each RGB channel is matched by quantiles (histogram matching): for a photo with little
+    colour, the new colours then follow its brightness, which keeps its structure. Then a few
+    sliced optimal-transport steps in Lab (Pitie et al. 2005: rotate at random, match the three
+    1-D marginals) bring the joint distribution closer than per-channel matching can. Each Lab
+    step is kept at most `max_slope` steep, so faint noise is not stretched into blotches.
+    Returns the map for `transport_lut`.
     """
     generator = torch.Generator().manual_seed(seed)
     levels = torch.linspace(0, 1, quantiles, device=source.device)
     source, target = source.float(), target.float()
+    ramp = torch.arange(quantiles, device=source.device) * 1e-5
+    # Strictly increasing source quantiles keep the 1-D maps well defined on flat regions.
+    rgb = (_quantiles(source, levels) + ramp, _quantiles(target, levels))
+    source = torch.stack([_interp(source[:, d], rgb[0][d], rgb[1][d]) for d in range(3)], 1)
+    source, target = _to_lab(source), _to_lab(target)
     plan = []
     for _ in range(steps):
         rotation, _ = torch.linalg.qr(torch.randn(3, 3, generator=generator))
         rotation = rotation.to(source.device)
-        ps, pt = source @ rotation, target @ rotation
-        qs, qt = _quantiles(ps, levels), _quantiles(pt, levels)
-        # Strictly increasing source quantiles keep the 1-D maps well defined on flat regions.
-        qs = qs + torch.arange(quantiles, device=qs.device) * 1e-4
+        qs = _quantiles(source @ rotation, levels) + ramp * 10
+        qt = _limit_slope(qs, _quantiles(target @ rotation, levels), max_slope)
         plan.append((rotation, qs, qt))
         source = _apply_step(source, rotation, qs, qt)
-    return plan
+    return {"rgb": rgb, "lab": plan}
+
+
+def _to_lab(points: torch.Tensor) -> torch.Tensor:
+    return rgb_to_lab(points.T.reshape(1, 3, -1, 1)).reshape(3, -1).T
 
 
 def _apply_step(points, rotation, qs, qt):
@@ -83,33 +102,34 @@ def _apply_step(points, rotation, qs, qt):
     return moved @ rotation.T
 
 
-def apply_transport(points: torch.Tensor, plan) -> torch.Tensor:
-    """Apply a fitted colour map to points (P, 3)."""
-    points = points.float()
-    for rotation, qs, qt in plan:
-        points = _apply_step(points, rotation.to(points.device), qs.to(points.device), qt.to(points.device))
-    return points
-
-
-def transport_lut(plan, size: int = 25) -> torch.Tensor:
+def transport_lut(colour_map: dict, low: torch.Tensor, high: torch.Tensor, size: int = 33) -> torch.Tensor:
     """The colour map as an RGB -> RGB lookup table (1, 3, size, size, size) for `apply_lut`.
 
-    Baking the Lab-space map into a table over the RGB cube makes applying it one trilinear
-    lookup per pixel, instead of two colour conversions and a dozen 1-D interpolations.
+    Baking the Lab-space map into a table makes applying it one trilinear lookup per pixel,
+    instead of two colour conversions and a dozen 1-D interpolations. The table spans only the
+    box `low`..`high` (per RGB channel) the image's colours occupy: a photo fills a small part of
+    the RGB cube, and a table over the whole cube would blur a steep map there.
     """
     axis = torch.linspace(0, 1, size)
     b, g, r = torch.meshgrid(axis, axis, axis, indexing="ij")
     grid = torch.stack([r, g, b], 0).reshape(1, 3, size, size * size)
-    lab = rgb_to_lab(grid).permute(0, 2, 3, 1).reshape(-1, 3)
-    moved = apply_transport(lab, plan).reshape(1, size, size * size, 3).permute(0, 3, 1, 2)
+    grid = low.float().cpu().reshape(1, 3, 1, 1) + grid * (high - low).float().cpu().reshape(1, 3, 1, 1)
+    points = grid.permute(0, 2, 3, 1).reshape(-1, 3)
+    qs, qt = colour_map["rgb"]
+    points = _to_lab(torch.stack([_interp(points[:, d], qs[d], qt[d]) for d in range(3)], 1))
+    for rotation, qs, qt in colour_map["lab"]:
+        points = _apply_step(points, rotation, qs, qt)
+    moved = points.reshape(1, size, size * size, 3).permute(0, 3, 1, 2)
     return lab_to_rgb(moved).reshape(1, 3, size, size, size)
 
 
-def apply_lut(rgb: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
-    """Map (N, 3, H, W) RGB in 0..1 through a table from `transport_lut`, trilinearly."""
+def apply_lut(rgb: torch.Tensor, lut: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """Map (N, 3, H, W) RGB through a table from `transport_lut` over `low`..`high`, trilinearly."""
     n, _, h, w = rgb.shape
+    low, high = low.to(rgb.device).reshape(1, 3, 1, 1), high.to(rgb.device).reshape(1, 3, 1, 1)
+    unit = ((rgb.float() - low) / (high - low)).clamp(0, 1)
     # grid_sample wants (x, y, z) = (r, g, b) in -1..1 for a volume indexed [b][g][r].
-    grid = (rgb.float().clamp(0, 1) * 2 - 1).permute(0, 2, 3, 1).reshape(n, 1, h, w, 3)
+    grid = (unit * 2 - 1).permute(0, 2, 3, 1).reshape(n, 1, h, w, 3)
     out = F.grid_sample(lut.to(rgb.device).expand(n, -1, -1, -1, -1), grid, mode="bilinear",
                         padding_mode="border", align_corners=True)
     return out.reshape(n, 3, h, w)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._color import apply_lut, fit_sliced_transport, rgb_to_lab, transport_lut
+from ._color import apply_lut, fit_colour_map, transport_lut
 from ._net import EPS, moments
 
 #: Long side of the style image, in pixels, before its statistics are taken.
@@ -63,11 +63,11 @@ def content_moments(net, x: torch.Tensor, device, dtype) -> list[tuple[torch.Ten
 
 
 def _pixels(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Up to SAMPLES Lab pixels of `image`, drawn at random."""
-    lab = rgb_to_lab(image).permute(0, 2, 3, 1).reshape(-1, 3)
-    if lab.shape[0] > SAMPLES:
-        lab = lab[torch.randperm(lab.shape[0], generator=generator)[:SAMPLES].to(lab.device)]
-    return lab
+    """Up to SAMPLES RGB pixels (P, 3) of `image`, drawn at random."""
+    rgb = image.float().permute(0, 2, 3, 1).reshape(-1, 3)
+    if rgb.shape[0] > SAMPLES:
+        rgb = rgb[torch.randperm(rgb.shape[0], generator=generator)[:SAMPLES].to(rgb.device)]
+    return rgb
 
 
 @torch.no_grad()
@@ -93,8 +93,12 @@ def prepare(x: torch.Tensor, ctx) -> None:
         luma, original = _luma(preview), _luma(small.float())
         ctx.state["luma"] = (luma.mean(), luma.std() + 1e-3, original.mean(), original.std())
     else:
-        plan = fit_sliced_transport(_pixels(preview, generator), _pixels(style, generator))
-        ctx.state["colour"] = transport_lut(plan).to(device)
+        colour_map = fit_colour_map(_pixels(preview, generator), _pixels(style, generator))
+        flat = preview.permute(1, 0, 2, 3).reshape(3, -1)
+        # A margin, as full-resolution pixels reach a little past the preview's extremes.
+        low = (flat.amin(1) - 0.02).clamp(0, 1)
+        high = torch.maximum((flat.amax(1) + 0.02).clamp(0, 1), low + 0.05)
+        ctx.state["colour"] = (transport_lut(colour_map, low, high).to(device), low, high)
 
 
 @torch.no_grad()
@@ -112,7 +116,7 @@ def process(x: torch.Tensor, ctx) -> torch.Tensor:
         luma = (_luma(y) - mean) / std * target_std + target_mean
         y = x + (luma - _luma(x))
     else:
-        y = apply_lut(y, ctx.state["colour"])
+        y = apply_lut(y, *ctx.state["colour"])
     return x + strength * (y - x)
 
 
