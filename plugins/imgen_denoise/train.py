@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder of photos (default: data_root()/photos)")
     ap.add_argument("--out", default="runs/denoise", help="checkpoints and logs go here")
-    ap.add_argument("--steps", type=int, default=2800)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--resume", default=None, help="checkpoint to continue from (its step, optimizer and RNG states)")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="save last.pt and stop after this step, the schedule still spanning --steps")
     ap.add_argument("--export", default=None, help="write the final weights here as .safetensors")
     args = ap.parse_args(argv)
 
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     model.train()
     t0 = last_save = time.time()
     run_loss = 0.0
-    while step < args.steps:
+    end = min(args.steps, args.stop_at or args.steps)
+    while step < end:
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         clean = patches.batch(args.batch)
@@ -191,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
         elif time.time() - last_save > args.save_minutes * 60:
             save(out / "last.pt")
             last_save = time.time()
+    save(out / "last.pt")
     if args.export:
         export(model.state_dict(), Path(args.export))
         print(f"exported {args.export}", flush=True)
