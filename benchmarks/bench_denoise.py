@@ -27,7 +27,7 @@ from imgen_denoise import WEIGHTS, _prepare, _process
 from imgen_denoise._net import FFDNet
 
 SIGMAS = (15, 25, 50)
-NLM_FACTORS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2)
+NLM_FACTORS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def psnr(clean: np.ndarray, out: np.ndarray) -> float:
