@@ -90,11 +90,6 @@ class Restyler(nn.Module):
         width: channels of the 1/2-resolution level (default 16); the 1/4 level has four times as many.
     """
 
-    #: Input pixels each output pixel depends on, either side (for tiling).
-    radius = 40
-    #: Input sides must be a multiple of this.
-    multiple = 4
-
     def __init__(self, width: int = 16):
         super().__init__()
         self.encoder = Encoder(width)
