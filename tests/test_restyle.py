@@ -39,7 +39,7 @@ def lab(rgb: np.ndarray) -> np.ndarray:
 
     from imgen_restyle._color import rgb_to_lab
 
-    x = torch.from_numpy(np.ascontiguousarray(rgb[..., :3])).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(np.array(rgb[..., :3])).permute(2, 0, 1)[None].float() / 255
     return rgb_to_lab(x)[0].reshape(3, -1).T.numpy()
 
 
