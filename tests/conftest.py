@@ -13,6 +13,30 @@ DATA = HERE / "data"
 sys.path.insert(0, str(TEST_PLUGINS))
 
 
+def read(path):
+    """An image file as the numpy array Pillow decodes."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def write(path: Path, array) -> Path:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return path
+
+
+def assert_light_front_module(name: str) -> None:
+    """Importing a plugin's front module must import neither torch nor numpy (`imgen --help`)."""
+    code = f"import sys, {name}; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent / "plugins"), env.get("PYTHONPATH")]))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     import numpy as np

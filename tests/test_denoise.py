@@ -1,6 +1,5 @@
 """The denoise plugin through the real CLI: registration, loading, quality, estimator, tiling, formats."""
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -8,19 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, assert_light_front_module, read, write
 
 CROPS = ("bridge", "kite", "wood")
-
-
-def read(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def write(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
 
 
 def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
@@ -42,8 +31,7 @@ def test_registers_command_and_model(imgen_registry):
 
 
 def test_front_module_imports_no_torch():
-    code = "import sys, imgen_denoise; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_light_front_module("imgen_denoise")
 
 
 def test_model_loads_without_training_code():

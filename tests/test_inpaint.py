@@ -1,15 +1,13 @@
 """The inpaint plugin through the real CLI: mask sources, size errors, unchanged pixels, formats."""
 
 import importlib.util
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, assert_light_front_module, read, write
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 if importlib.util.find_spec("imgen_inpaint") is None:  # an editable install made before the plugin existed
@@ -24,16 +22,6 @@ def inpaint(imgen, imgen_registry):
     if "inpaint" not in imgen_registry.commands:
         imgen_registry.add(imgen_inpaint, "inpaint")
     return imgen
-
-
-def read(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def write(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
 
 
 def photo(name: str = "wood") -> np.ndarray:
@@ -83,9 +71,7 @@ def test_registers_command_and_model(inpaint, imgen_registry):
 
 
 def test_front_module_imports_no_torch():
-    code = "import sys, imgen_inpaint; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
-    env = {"PYTHONPATH": str(PLUGINS)}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    assert_light_front_module("imgen_inpaint")
 
 
 def test_model_loads_without_training_code():

@@ -8,17 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA
-
-
-def read(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def write(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
+from conftest import DATA, assert_light_front_module, read, write
 
 
 def darken(array: np.ndarray, k: float = 0.25, g: float = 2.2, top: int = 255) -> np.ndarray:
@@ -47,8 +37,7 @@ def test_registers_command_and_model(imgen_registry):
 
 
 def test_front_module_imports_no_torch():
-    code = "import sys, imgen_lowlight; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_light_front_module("imgen_lowlight")
 
 
 def test_weights_load_without_training_code():

@@ -1,7 +1,6 @@
 """The restyle plugin through the real CLI: named and file styles, strength, colour preservation,
 sizes, grey styles, 16-bit RGBA and tiling."""
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, assert_light_front_module, read
 
 STYLES = Path(__file__).resolve().parent.parent / "plugins" / "imgen_restyle" / "styles"
 
@@ -22,11 +21,6 @@ def restyle(imgen_registry, imgen):
     if "restyle" not in imgen_registry.command_owner:
         imgen_registry.add(imgen_restyle, "restyle")
     return imgen
-
-
-def read(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im)
 
 
 def write(path: Path, array: np.ndarray, mode=None) -> Path:
@@ -73,8 +67,7 @@ def test_registers_command_model_and_styles(restyle, imgen_registry):
 
 
 def test_front_module_imports_no_torch():
-    code = "import sys, imgen_restyle; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_light_front_module("imgen_restyle")
 
 
 def test_model_loads_without_training_code():

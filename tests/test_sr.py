@@ -1,27 +1,15 @@
 """The sr plugin through the real CLI: registration, every shipped model, quality, tiling."""
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, assert_light_front_module, read, write
 
 MODELS = {"sr-fidelity-x2": 2, "sr-fidelity-x3": 3, "sr-fidelity-x4": 4, "sr-real-x4": 4}
-
-
-def read(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im)
-
-
-def write(path: Path, array: np.ndarray) -> Path:
-    Image.fromarray(array).save(path)
-    return path
 
 
 def y_psnr(a: np.ndarray, b: np.ndarray, border: int) -> float:
@@ -41,8 +29,7 @@ def test_registers_command_and_models(imgen_registry):
 
 
 def test_front_module_imports_no_torch():
-    code = "import sys, imgen_sr; assert 'torch' not in sys.modules and 'numpy' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+    assert_light_front_module("imgen_sr")
 
 
 @pytest.mark.parametrize("name", MODELS)
