@@ -135,7 +135,11 @@ class Command:
         channels: 3 when process wants RGB (grey images are expanded and converted back), 1 when
             it wants one channel (colour images are processed per channel), None for either.
         alpha: "separate": the host keeps alpha out of process and resizes it itself when the
-            image is resized; "keep": same, and alpha also reaches process as `ctx.alpha`.
+            image is resized; "keep": same, and alpha also reaches process as `ctx.alpha`
+            (read it, do not write into it). A command that changes the alpha it writes (inpaint
+            makes filled pixels opaque) sets `ctx.output_alpha` to a whole-image (N, 1, H, W)
+            tensor in 0..1, from a process that is not tiled (`Tiling(tileable=False)`) or from
+            finish; the host writes that instead.
         finish: optional `finish(y, ctx) -> y` after tiling, on the whole output (a final resize).
         build_model: optional `build_model(state_dict) -> network` for `--model FILE`: builds this
             command's own architecture from a user's weights file (a fine-tuned model).

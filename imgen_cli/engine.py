@@ -49,6 +49,7 @@ class Context:
         self.state: dict = {}
         self.inputs: dict = {}
         self.alpha = None
+        self.output_alpha = None
         self.scale: int = 1
 
     @property
@@ -204,16 +205,18 @@ class Engine:
         dtype = self.dtype_for(step)
         grey = x.shape[1] == 1
         try:
-            self._attempt(step, x, alpha, dtype, source, sink.reset(grey))
+            ctx = self._attempt(step, x, alpha, dtype, source, sink.reset(grey))
             if dtype != torch.float32 and sink.broken(x):
                 self.info(f"{command.name}: reduced precision gave NaN or black output, retrying in fp32")
-                self._attempt(step, x, alpha, torch.float32, source, sink.reset(grey))
+                ctx = self._attempt(step, x, alpha, torch.float32, source, sink.reset(grey))
         except ImgenError:
             raise
         except Exception as exc:
             if _is_oom(exc):
                 raise ImgenError(f"{command.name}: out of memory (try a smaller --tile)", source) from exc
             raise ImgenError(f"{command.name} failed: {type(exc).__name__}: {exc}", source) from exc
+        if alpha is not None and ctx.output_alpha is not None:
+            alpha = ctx.output_alpha.detach().float().clamp(0, 1).to(alpha.device)
         if alpha is not None and tuple(alpha.shape[-2:]) != sink.size:
             alpha = resize(alpha, sink.size)
         return sink.result(), alpha
@@ -257,12 +260,13 @@ class Engine:
         spatial_extras = {k: v for k, v in extras.items() if k in spatial}
         if command.finish is None:
             self._tiled(call, x, spatial_extras, tiling, sink)
-            return
+            return ctx
         whole = TensorSink(x.device).reset(False)
         self._tiled(call, x, spatial_extras, tiling, whole)
         y = command.finish(whole.result().to(self.device, dtype), ctx).float()
         sink.open(tuple(y.shape[-2:]))
         sink.write(0, y)
+        return ctx
 
     def tile_size(self, tiling: Tiling, height: int, width: int) -> int:
         """Tile side in input pixels; 0 means the whole image in one call."""

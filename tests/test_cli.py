@@ -43,7 +43,7 @@ def test_plugins_json_lists_builtin_and_third_party(imgen, test_plugins):
     rows = {row["name"]: row for row in json.loads(imgen(["plugins", "--json"]).stdout)}
     tiny = rows["imgen_test_tiny"]
     assert tiny["builtin"] is False and tiny["version"] == "9.9"
-    assert tiny["commands"] == ["tinyup", "fill", "smooth", "slow", "invert"] and tiny["models"] == ["tiny-x2"]
+    assert tiny["commands"] == ["tinyup", "fill", "smooth", "slow", "flipalpha", "invert"] and tiny["models"] == ["tiny-x2"]
     builtins = [row for row in rows.values() if row["builtin"]]
     assert builtins, "built-in plugins come through the imgen entry-point group"
     assert all(row["distribution"] == "imgen" and row["version"] for row in builtins)

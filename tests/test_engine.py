@@ -130,6 +130,17 @@ def test_alpha_is_untouched_when_size_is_kept(imgen, test_plugins, tmp_path):
     assert np.array_equal(out[:, :, :3], 255 - rgba[:, :, :3])
 
 
+def test_a_command_can_set_the_output_alpha(imgen, test_plugins, tmp_path):
+    rgba = natural_image(48, 64, 4, seed=6)
+    source = write(tmp_path / "in.png", rgba)
+    # The new alpha travels on through the chain; the input file is not touched.
+    assert imgen(["flipalpha", source, "+", "invert", "-o", "out.png"]).exit_code == 0
+    out = read(tmp_path / "out.png")
+    assert np.array_equal(out[:, :, 3], 255 - rgba[:, :, 3])
+    assert np.array_equal(out[:, :, :3], 255 - rgba[:, :, :3])
+    assert np.array_equal(read(source), rgba)
+
+
 def test_alpha_is_resized_with_the_image_without_dark_fringes(imgen, test_plugins, tmp_path):
     # A light disc on a fully transparent background whose hidden colour is black.
     yy, xx = np.mgrid[0:64, 0:64]

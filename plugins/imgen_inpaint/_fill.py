@@ -146,8 +146,8 @@ def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
             out[n : n + 1, :, top:bottom, left:right] = torch.where(own_grown, blended, crop)
             missing[:, :, top:bottom, left:right] &= ~own
     if ctx.options.get("mask_from_alpha") and ctx.alpha is not None:
-        # Filled pixels are no longer missing. The host writes this alpha back to the output.
-        ctx.alpha.masked_fill_(holes, 1.0)
+        # Filled pixels are no longer missing: the host writes this alpha with the output.
+        ctx.output_alpha = ctx.alpha.masked_fill(holes.to(ctx.alpha.device), 1.0)
     return out
 
 

@@ -47,6 +47,11 @@ def _fill(x, ctx):
     return torch_where(mask, value, x)
 
 
+def _flip_alpha(x, ctx):
+    ctx.output_alpha = 1 - ctx.alpha
+    return x
+
+
 def torch_where(mask, value, x):
     import torch
 
@@ -93,5 +98,7 @@ def register_commands(register):
     register(Command(name="smooth", help="Smooth with a small mean filter.", process=_smooth,
                      tiling=Tiling(overlap=2, bytes_per_pixel=256)))
     register(Command(name="slow", help="Take 0.2 s per tile.", process=_slow, tiling=Tiling(overlap=0)))
+    register(Command(name="flipalpha", help="Write the inverted alpha, colours unchanged.", process=_flip_alpha,
+                     alpha="keep", tiling=Tiling(tileable=False)))
     register(Command(name="invert", help="Invert colours.", process=_invert, channels=None,
                      params=[click.Option(["--fail"], is_flag=True)], tiling=Tiling(overlap=0)))
