@@ -115,6 +115,19 @@ def test_named_style_strength_and_preserve_color(restyle, tmp_path, photo):
     assert np.abs(lk[:, 1:] - ls[:, 1:]).mean() < 0.3 * np.abs(lf[:, 1:] - ls[:, 1:]).mean()
 
 
+def test_detail_restores_the_photos_edges_not_its_colours(restyle, tmp_path, photo):
+    for detail in ("0", "1"):
+        result = restyle(["restyle", "--style", "autumn", "--detail", detail, photo, "-o", f"d{detail}.png"])
+        assert result.exit_code == 0, result.stderr
+    src, style = read(photo), read(STYLES / "autumn.jpg")
+    none, full = read(tmp_path / "d0.png"), read(tmp_path / "d1.png")
+    assert grad_correlation(full, src) > grad_correlation(none, src) + 0.05
+    # The restored detail is luma only: the output keeps the style's colours (Lab a, b).
+    assert colour_distance(full, style) < 0.5 * colour_distance(src, style)
+    lf, ln, ls = lab(full), lab(none), lab(src)
+    assert np.abs(lf[:, 1:] - ln[:, 1:]).mean() < 0.3 * np.abs(ln[:, 1:] - ls[:, 1:]).mean()
+
+
 def test_output_size_equals_input_size_for_odd_sizes(restyle, tmp_path):
     src = write(tmp_path / "odd.png", read(DATA / "bridge.png")[:77, :101])
     result = restyle(["restyle", "--style", "elephants", src, "-o", "out.png"])

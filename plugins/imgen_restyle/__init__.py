@@ -76,7 +76,8 @@ def register_commands(register):
                 "--style is any image file or a built-in style name. The style image is resized to "
                 "512 pixels on its long side; its feature statistics replace the photo's in the "
                 "network's latent space (AdaIN), and the output's colours are then moved to the "
-                "style's colour distribution in Lab. --strength blends with the photo; "
+                "style's colour distribution in Lab. --detail restores the photo's "
+                "fine edges over the style's texture, --strength blends with the photo; "
                 "--preserve-color keeps the photo's colours and transfers texture and lightness only."
             ),
             process=_process,
@@ -88,6 +89,15 @@ def register_commands(register):
                     default=1.0,
                     show_default=True,
                     help="0 returns the photo, 1 the full style.",
+                ),
+                click.Option(
+                    ["--detail"],
+                    type=click.FloatRange(0, 1),
+                    default=0.5,
+                    show_default=True,
+                    help="How much of the photo's fine detail (edges finer than about 2 pixels) to "
+                    "restore over the style's texture: 0 leaves the network's output, 1 keeps all "
+                    "of the photo's fine detail.",
                 ),
                 click.Option(
                     ["--preserve-color"],
