@@ -95,6 +95,15 @@ class ImgenGroup(click.Group):
             return broken_command(name, registry.broken_commands[name])
         return None
 
+    def resolve_command(self, ctx, args):
+        # Shell completion of a chain (`imgen denoise + sr --sc<TAB>`) completes the last step;
+        # right after a `+` it offers command names. Running a chain goes through invoke instead.
+        if ctx.resilient_parsing and CHAIN in args:
+            args = args[len(args) - args[::-1].index(CHAIN):]
+            if not args:
+                return None, None, []
+        return super().resolve_command(ctx, args)
+
     def invoke(self, ctx):
         args = [*ctx._protected_args, *ctx.args]
         if not args or args[0] in self.commands:

@@ -145,6 +145,12 @@ def test_bash_completion_offers_plugin_commands_and_their_options():
     assert completions("imgen", "sr", "--kind", "") == ["fidelity", "real"]
 
 
+def test_bash_completion_follows_a_chain_to_its_last_step():
+    assert "sr" in completions("imgen", "denoise", "in.png", "+", "")
+    assert completions("imgen", "denoise", "+", "sr", "--sc") == ["--scale"]
+    assert completions("imgen", "sr", "--scale", "2", "+", "denoise", "--stre") == ["--strength"]
+
+
 @pytest.mark.parametrize("shell, marker", [("bash", "complete -o nosort -F _imgen_completion imgen"),
                                            ("zsh", "#compdef imgen"),
                                            ("fish", "complete --no-files --command imgen")])
