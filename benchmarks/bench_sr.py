@@ -3,7 +3,8 @@
 Quality: Y-PSNR and SSIM (`scale` pixels of border cropped) on the held-out photos of
 imgen_cli.datasets.VALIDATION, never trained on, against PIL bicubic upscaling of the same input.
 fidelity models get PIL bicubic downscales; the real model (and, for comparison, fidelity x4 and
-bicubic) gets a fixed blur + x4 downscale + noise + JPEG degradation.
+bicubic) gets a fixed blur + x4 downscale + noise + JPEG degradation, and is also scored on edge
+contrast (how crisp the original's strongest edges come out, 1 = as sharp as the original).
 
 Speed: output megapixels per second of each shipped model on the same input as a 23-block
 RRDBNet (Real-ESRGAN's generator architecture, written here with random weights, for timing only).
@@ -22,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from imgen_cli import datasets
-from imgen_sr import SHIPPED, _loader
+from imgen_sr import SHIPPED, _build, _loader
 from imgen_sr.train import bicubic_down, crop_to_multiple, pil_resize, psnr_y, rgb_to_y, to_tensor, upscale
 
 
@@ -158,6 +159,24 @@ def quality(val, models) -> list[tuple]:
     return rows
 
 
+def edge_contrast(out: np.ndarray, hr: np.ndarray, border: int) -> float:
+    """How steep the original's edges come out: the output's Y gradient projected on the
+    original's, over the pixels where the original's gradient is in its top 10%, relative to the
+    original's own (sum of dot products / sum of squared norms, Sobel). 1 is as sharp as the
+    original; a blurry output scores lower. Noise, ringing and JPEG blocks, uncorrelated with the
+    original's gradient, add nothing to it on average, unlike a plain gradient magnitude."""
+    def grad(img):
+        y = torch.from_numpy(rgb_to_y(img)).float()[None, None]
+        k = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]])
+        g = torch.cat([F.conv2d(y, k.view(1, 1, 3, 3)), F.conv2d(y, k.t().reshape(1, 1, 3, 3))], 1)[0]
+        return g[:, border:-border, border:-border] if border else g
+
+    go, gh = grad(out), grad(hr)
+    strength = gh.square().sum(0)
+    edges = strength >= torch.quantile(strength.flatten()[::7], 0.9)
+    return float((go * gh).sum(0)[edges].sum() / strength[edges].sum())
+
+
 def real_quality(val, models) -> list[tuple]:
     results = {"bicubic": [], **{f"sr-{k}-x4": [] for k, s in models if s == 4}}
     for i, hr in enumerate(val):
@@ -166,7 +185,7 @@ def real_quality(val, models) -> list[tuple]:
         outs = {"bicubic": pil_resize(lr, (hr.shape[1], hr.shape[0]))}
         outs.update({f"sr-{k}-x4": upscale(net, lr) for (k, s), net in models.items() if s == 4})
         for name, out in outs.items():
-            results[name].append((psnr_y(out, hr, 4), ssim_y(out, hr, 4)))
+            results[name].append((psnr_y(out, hr, 4), ssim_y(out, hr, 4), edge_contrast(out, hr, 4)))
     return [(name, *np.mean(v, 0)) for name, v in results.items()]
 
 
@@ -196,6 +215,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--figure", help="write the side-by-side crop image here")
     ap.add_argument("--parts", default="fidelity,real,speed", help="comma-separated: fidelity, real, speed")
+    ap.add_argument("--real-x4", help="evaluate this .safetensors as the real x4 model instead of the shipped one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -204,6 +224,10 @@ def main() -> None:
     _, val_files = datasets.split(datasets.image_files(folder))
     val = [datasets.load_rgb(p) for p in val_files]
     models = {key: _loader(stem)().eval() for key, stem in SHIPPED.items()}
+    if args.real_x4:
+        from safetensors.torch import load_file
+
+        models[("real", 4)] = _build(load_file(args.real_x4)).eval()
     print(f"held-out photos: {', '.join(p.stem for p in val_files)} "
           f"({', '.join(f'{v.shape[1]}x{v.shape[0]}' for v in val)})\n")
 
@@ -217,10 +241,10 @@ def main() -> None:
 
     if "real" in parts:
         print("\n## real: blur 1.2 + PIL bicubic x4 + noise 5 + JPEG 60, Y channel, border 4\n")
-        print("| output | PSNR | SSIM |")
-        print("|---|---|---|")
-        for name, p, s in real_quality(val, models):
-            print(f"| {name} | {p:.2f} | {s:.4f} |")
+        print("| output | PSNR | SSIM | edge contrast |")
+        print("|---|---|---|---|")
+        for name, p, s, e in real_quality(val, models):
+            print(f"| {name} | {p:.2f} | {s:.4f} | {e:.3f} |")
 
     if args.figure:
         figure(val[[p.stem for p in val_files].index("friends")], models, args.figure)
