@@ -48,22 +48,27 @@ def ssim_y(a: np.ndarray, b: np.ndarray, border: int) -> float:
     return float(s.double().mean())
 
 
-def degrade_fixed(hr: np.ndarray, seed: int) -> np.ndarray:
+def degrade_fixed(hr: np.ndarray, seed: int, blur: float = 1.2, noise: float = 5, quality: int = 60) -> np.ndarray:
     """The real-photo test degradation: Gaussian blur (sigma 1.2), PIL bicubic x4 down,
     Gaussian noise (sigma 5/255), JPEG quality 60. Fixed, unlike the random training pipeline."""
     x = to_tensor(hr)[None]
-    r = torch.arange(9, dtype=torch.float32) - 4
-    g = torch.exp(-(r**2) / (2 * 1.2**2))
+    radius = max(4, int(3 * blur + 0.5))
+    r = torch.arange(2 * radius + 1, dtype=torch.float32) - radius
+    g = torch.exp(-(r**2) / (2 * blur**2))
     k = g[:, None] * g[None, :]
-    k = (k / k.sum()).expand(3, 1, 9, 9)
-    x = F.conv2d(F.pad(x, (4, 4, 4, 4), mode="reflect"), k, groups=3)
+    k = (k / k.sum()).expand(3, 1, *k.shape)
+    x = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), k, groups=3)
     blurred = x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
     lr = bicubic_down(blurred, 4).astype(np.float64)
-    lr += np.random.default_rng(seed).normal(0, 5, lr.shape)
+    lr += np.random.default_rng(seed).normal(0, noise, lr.shape)
     lr = np.clip(np.round(lr), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(lr).save(buf, format="JPEG", quality=60)
+    Image.fromarray(lr).save(buf, format="JPEG", quality=quality)
     return np.asarray(Image.open(buf).convert("RGB"))
+
+
+#: (blur sigma, noise sigma, JPEG quality) of the `sweep` part: milder and harsher than the default.
+SWEEP = [(1.2, 5, 60), (0.8, 3, 80), (1.6, 8, 50), (1.2, 12, 40), (2.0, 5, 70)]
 
 
 # --- RRDBNet, the speed reference -----------------------------------------------------------------
@@ -177,11 +182,11 @@ def edge_contrast(out: np.ndarray, hr: np.ndarray, border: int) -> float:
     return float((go * gh).sum(0)[edges].sum() / strength[edges].sum())
 
 
-def real_quality(val, models) -> list[tuple]:
+def real_quality(val, models, degradation=(1.2, 5, 60)) -> list[tuple]:
     results = {"bicubic": [], **{f"sr-{k}-x4": [] for k, s in models if s == 4}}
     for i, hr in enumerate(val):
         hr = crop_to_multiple(hr, 4)
-        lr = degrade_fixed(hr, seed=i)
+        lr = degrade_fixed(hr, i, *degradation)
         outs = {"bicubic": pil_resize(lr, (hr.shape[1], hr.shape[0]))}
         outs.update({f"sr-{k}-x4": upscale(net, lr) for (k, s), net in models.items() if s == 4})
         for name, out in outs.items():
@@ -214,7 +219,8 @@ def main() -> None:
     ap.add_argument("--speed-size", type=int, default=128, help="input side for the speed test")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--figure", help="write the side-by-side crop image here")
-    ap.add_argument("--parts", default="fidelity,real,speed", help="comma-separated: fidelity, real, speed")
+    ap.add_argument("--parts", default="fidelity,real,speed",
+                    help="comma-separated: fidelity, real, sweep (real on other degradation strengths), speed")
     ap.add_argument("--real-x4", help="evaluate this .safetensors as the real x4 model instead of the shipped one")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -245,6 +251,16 @@ def main() -> None:
         print("|---|---|---|---|")
         for name, p, s, e in real_quality(val, models):
             print(f"| {name} | {p:.2f} | {s:.4f} | {e:.3f} |")
+
+    if "sweep" in parts:
+        print("\n## sweep: real on other degradations, 768x768 top-left crops, Y PSNR / edge contrast\n")
+        names = ["bicubic", *(f"sr-{k}-x4" for k, s in models if s == 4)]
+        print("| blur, noise, JPEG | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        crops = [hr[:768, :768] for hr in val]
+        for degradation in SWEEP:
+            rows = {name: (p, e) for name, p, _, e in real_quality(crops, models, degradation)}
+            print(f"| {', '.join(map(str, degradation))} | " + " | ".join(f"{rows[n][0]:.2f} / {rows[n][1]:.3f}" for n in names) + " |")
 
     if args.figure:
         figure(val[[p.stem for p in val_files].index("friends")], models, args.figure)
