@@ -99,6 +99,53 @@ def write_gallery(folder: str, photos: dict, styles: dict, outputs: dict, cell: 
         sheet.save(f"{folder}/restyle_{sname}.jpg", quality=85)
 
 
+def quality(args, photos, styles, restyle, net, options) -> None:
+    """Score every held-out photo x style pair for each method and print the table."""
+    texture_net = RandomFeatures(seed=1)
+    rng = np.random.default_rng(0)
+    directions = rng.normal(size=(256, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+
+    methods = {
+        "imgen restyle": lambda photo, style: restyle(photo, style=style),
+        "match_histograms": lambda photo, style: np.clip(np.round(match_histograms(photo, style, channel_axis=-1)),
+                                                         0, 255).astype(np.uint8),
+        "Reinhard (Lab)": reinhard,
+        "photo unchanged": lambda photo, style: photo,
+    }
+    scores = {name: [] for name in methods}
+    outputs = {}
+    for pname, photo in photos.items():
+        for sname, style in styles.items():
+            style_lab = lab_pixels(style, 20000, np.random.default_rng(1))
+            with torch.no_grad():
+                style_tex, style_enc = texture_net(tensor(style)), net.encode(tensor(style)[..., : style.shape[0] // 4 * 4, : style.shape[1] // 4 * 4])
+            for name, method in methods.items():
+                out = method(photo, style)
+                out4 = out[: out.shape[0] // 4 * 4, : out.shape[1] // 4 * 4]
+                with torch.no_grad():
+                    row = (sliced_wasserstein(lab_pixels(out, 20000, np.random.default_rng(2)), style_lab, directions),
+                           grad_ssim(photo, out),
+                           gram_distance(texture_net(tensor(out)), style_tex),
+                           gram_distance(net.encode(tensor(out4)), style_enc))
+                scores[name].append(row)
+                if name in ("imgen restyle", "match_histograms"):
+                    outputs[pname, sname, name] = out
+            print(f"{pname} x {sname}: " + "  ".join(f"{n} swd {scores[n][-1][0]:.2f} ssim {scores[n][-1][1]:.3f}"
+                                                    for n in ("imgen restyle", "match_histograms")), flush=True)
+    print(f"\n{len(photos)} held-out photos x {len(styles)} held-out styles, photos at long side {args.side}, "
+          f"{' '.join(options)}")
+    print(f"{'method':20s} {'colour SWD':>11s} {'grad SSIM':>10s} {'texture':>8s} {'encoder tex':>12s}")
+    for name, rows in scores.items():
+        m = np.mean(rows, axis=0)
+        print(f"{name:20s} {m[0]:11.2f} {m[1]:10.3f} {m[2]:8.3f} {m[3]:12.3f}")
+    wins = [np.mean([a[i] < b[i] for a, b in zip(scores["imgen restyle"], scores["match_histograms"])]) for i in (0, 2)]
+    print(f"imgen closer than match_histograms on colour SWD in {wins[0]:.0%} of pairs, on texture in {wins[1]:.0%}")
+
+    if args.gallery:
+        write_gallery(args.gallery, photos, styles, outputs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="dataset folder with photos/ and styles/ (default: data_root())")
@@ -119,50 +166,8 @@ def main() -> None:
     options = ["--strength", str(args.strength)] + (["--detail", str(args.detail)] if args.detail is not None else [])
     restyle = Pipeline(["restyle", *options], device="cpu", threads=2)
     net = restyle.engine.load(restyle.engine.model_name(restyle.steps[0][0]), torch.float32)
-    texture_net = RandomFeatures(seed=1)
-    rng = np.random.default_rng(0)
-    directions = rng.normal(size=(256, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-
-    methods = {
-        "imgen restyle": lambda photo, style: restyle(photo, style=style),
-        "match_histograms": lambda photo, style: np.clip(np.round(match_histograms(photo, style, channel_axis=-1)),
-                                                         0, 255).astype(np.uint8),
-        "Reinhard (Lab)": reinhard,
-        "photo unchanged": lambda photo, style: photo,
-    }
     if not args.speed_only:
-        scores = {name: [] for name in methods}
-        outputs = {}
-        for pname, photo in photos.items():
-            for sname, style in styles.items():
-                style_lab = lab_pixels(style, 20000, np.random.default_rng(1))
-                with torch.no_grad():
-                    style_tex, style_enc = texture_net(tensor(style)), net.encode(tensor(style)[..., : style.shape[0] // 4 * 4, : style.shape[1] // 4 * 4])
-                for name, method in methods.items():
-                    out = method(photo, style)
-                    out4 = out[: out.shape[0] // 4 * 4, : out.shape[1] // 4 * 4]
-                    with torch.no_grad():
-                        row = (sliced_wasserstein(lab_pixels(out, 20000, np.random.default_rng(2)), style_lab, directions),
-                               grad_ssim(photo, out),
-                               gram_distance(texture_net(tensor(out)), style_tex),
-                               gram_distance(net.encode(tensor(out4)), style_enc))
-                    scores[name].append(row)
-                    if name in ("imgen restyle", "match_histograms"):
-                        outputs[pname, sname, name] = out
-                print(f"{pname} x {sname}: " + "  ".join(f"{n} swd {scores[n][-1][0]:.2f} ssim {scores[n][-1][1]:.3f}"
-                                                        for n in ("imgen restyle", "match_histograms")), flush=True)
-        print(f"\n{len(photos)} held-out photos x {len(styles)} held-out styles, photos at long side {args.side}, "
-              f"{' '.join(options)}")
-        print(f"{'method':20s} {'colour SWD':>11s} {'grad SSIM':>10s} {'texture':>8s} {'encoder tex':>12s}")
-        for name, rows in scores.items():
-            m = np.mean(rows, axis=0)
-            print(f"{name:20s} {m[0]:11.2f} {m[1]:10.3f} {m[2]:8.3f} {m[3]:12.3f}")
-        wins = [np.mean([a[i] < b[i] for a, b in zip(scores["imgen restyle"], scores["match_histograms"])]) for i in (0, 2)]
-        print(f"imgen closer than match_histograms on colour SWD in {wins[0]:.0%} of pairs, on texture in {wins[1]:.0%}")
-
-        if args.gallery:
-            write_gallery(args.gallery, photos, styles, outputs)
+        quality(args, photos, styles, restyle, net, options)
 
     if not args.no_speed:
         photo = load_rgb(photo_files[0])

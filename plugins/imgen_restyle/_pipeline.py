@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from imgen_cli.filters import gaussian_blur
+
 from ._color import apply_lut, fit_colour_map, transport_lut
 from ._net import EPS, moments
 
@@ -136,19 +138,9 @@ def restore_detail(photo: torch.Tensor, styled: torch.Tensor, amount: float) -> 
     """
     def fine(rgb):
         luma = _luma(rgb)
-        return luma - _gaussian_blur(luma, DETAIL_SIGMA)
+        return luma - gaussian_blur(luma, DETAIL_SIGMA, padding="replicate")
 
     return styled + amount * (fine(photo) - fine(styled))
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = int(3 * sigma + 0.5)
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, -1))
-    return F.conv2d(x, k.view(1, 1, -1, 1))
 
 
 def _luma(rgb: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imgen_cli import datasets
+from imgen_cli.filters import gaussian_blur
 from imgen_sr._net import CompactSR
 
 VAL_CROP = 720  # divisible by 2, 3 and 4, so every scale sees the same HR pixels
@@ -108,7 +109,7 @@ def gaussian_kernel(rng: np.random.Generator, max_sigma: float = 3.0) -> np.ndar
     return k / k.sum()
 
 
-def degrade_real(hr: np.ndarray, scale: int, rng: np.random.Generator, strength: str = "full") -> np.ndarray:
+def degrade_real(hr: np.ndarray, scale: int, rng: np.random.Generator, degradation: str = "full") -> np.ndarray:
     """Blind degradation: blur, resize and noise in random order, then JPEG; returns uint8 LR.
 
     Real-ESRGAN's observation is that real photos are hurt by several of these at once and in no
@@ -117,7 +118,7 @@ def degrade_real(hr: np.ndarray, scale: int, rng: np.random.Generator, strength:
     """
     x = to_tensor(hr)[None]
     out_hw = (hr.shape[0] // scale, hr.shape[1] // scale)
-    limits = DEGRADATIONS[strength]
+    limits = DEGRADATIONS[degradation]
 
     def blur(x):
         if rng.random() < 0.9:
@@ -157,14 +158,7 @@ def unsharp(x: torch.Tensor, amount: float, sigma: float) -> torch.Tensor:
     learns the cautious average of every blur it saw, and its edges come out softer than the
     original's.
     """
-    r = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-r, r + 1, dtype=x.dtype)
-    g = torch.exp(-0.5 * (t / sigma) ** 2)
-    g = g / g.sum()
-    c = x.shape[1]
-    blurred = F.pad(x, (r, r, r, r), mode="reflect")
-    blurred = F.conv2d(blurred, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    blurred = F.conv2d(blurred, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    blurred = gaussian_blur(x, sigma)
     return (x + amount * (x - blurred)).clamp(0, 1)
 
 
@@ -173,8 +167,9 @@ def unsharp(x: torch.Tensor, amount: float, sigma: float) -> torch.Tensor:
 class Patches:
     """Random aligned (LR, HR) patch pairs from training photos held in RAM as uint8."""
 
-    def __init__(self, photos, scale, patch, kind, rng, strength="full"):
-        self.scale, self.patch, self.kind, self.rng, self.strength = scale, patch, kind, rng, strength
+    def __init__(self, photos, scale, patch, kind, rng, degradation="full"):
+        self.scale, self.patch, self.kind, self.rng = scale, patch, kind, rng
+        self.degradation = degradation
         self.hr = [crop_to_multiple(p, scale) for p in photos]
         # Bicubic LR is computed once per photo with PIL so patches match the test degradation
         # exactly, borders included.
@@ -192,7 +187,7 @@ class Patches:
             if self.kind == "fidelity":
                 lr = self.lr[i][top : top + p, left : left + p]
             else:
-                lr = degrade_real(hr, s, self.rng, self.strength)
+                lr = degrade_real(hr, s, self.rng, self.degradation)
             k, flip = int(self.rng.integers(4)), self.rng.random() < 0.5
             lr, hr = np.rot90(lr, k), np.rot90(hr, k)
             if flip:
