@@ -205,8 +205,9 @@ class Engine:
         dtype = self.dtype_for(step)
         grey = x.shape[1] == 1
         try:
-            ctx = self._attempt(step, x, alpha, dtype, source, sink.reset(grey))
-            if dtype != torch.float32 and sink.broken(x):
+            reduced = dtype != torch.float32
+            ctx = self._attempt(step, x, alpha, dtype, source, sink.reset(grey, watch=reduced))
+            if reduced and sink.broken(x):
                 self.info(f"{command.name}: reduced precision gave NaN or black output, retrying in fp32")
                 ctx = self._attempt(step, x, alpha, torch.float32, source, sink.reset(grey))
         except ImgenError:
@@ -315,7 +316,7 @@ class Engine:
                     raise
                 self.info(f"out of memory with {tile or 'whole-image'} tiles, retrying with {smaller}")
                 tile = smaller
-                sink.reset(sink.grey).open((height * tiling.scale, width * tiling.scale))
+                sink.reset(sink.grey, sink.watch).open((height * tiling.scale, width * tiling.scale))
 
     def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int, sink):
         """Process tiles row by row, handing each finished band of output rows to the sink."""
@@ -376,8 +377,8 @@ class TensorSink:
         self.device = device
         self.grey = False
 
-    def reset(self, grey: bool):
-        self.grey, self.out, self.size = grey, None, None
+    def reset(self, grey: bool, watch: bool = False):
+        self.grey, self.watch, self.out, self.size = grey, watch, None, None
         return self
 
     def open(self, size):
@@ -406,8 +407,9 @@ class ArraySink:
         self.top = 65535.0 if str(dtype) == "uint16" else 255.0
         self.grey = False
 
-    def reset(self, grey: bool):
-        self.grey, self.out, self.size = grey, None, None
+    def reset(self, grey: bool, watch: bool = False):
+        """Start a new output; with `watch`, note NaNs and the peak value for `broken`."""
+        self.grey, self.watch, self.out, self.size = grey, watch, None, None
         self.nan, self.peak = False, 0.0
         return self
 
@@ -421,8 +423,9 @@ class ArraySink:
         band = _finish_band(band, self.grey, self.size, row, clamp=False)
         if band is None:
             return
-        self.nan = self.nan or bool(torch.isnan(band).any())
-        self.peak = max(self.peak, float(band.nan_to_num(0).abs().max()))
+        if self.watch:
+            self.nan = self.nan or bool(torch.isnan(band).any())
+            self.peak = max(self.peak, float(band.nan_to_num(0).abs().max()))
         if self.out is None:
             channels = band.shape[1] + (1 if self.alpha else 0)
             self.out = np.empty((*self.size, channels), dtype=self.dtype)
@@ -450,11 +453,16 @@ def _quantize(values, top: float, dtype):
     """Float 0..1 to integers, rounding, in row chunks to bound the temporary memory."""
     import numpy as np
 
+    torch = _torch()
     out = np.empty(tuple(values.shape), dtype=dtype)
+    # uint8 converts directly; torch's uint16 lacks CPU kernels, so 16 bits go through int32.
+    via = torch.uint8 if out.dtype == np.uint8 else torch.int32
     step = max(1, (1 << 24) // max(1, values[0].numel()))
     for start in range(0, values.shape[0], step):
-        chunk = values[start:start + step].float().nan_to_num(0).clamp(0, 1).mul(top).round()
-        out[start:start + step] = chunk.to("cpu", _torch().int32).numpy()
+        # One copy, then in place: `values` itself is never touched.
+        chunk = values[start:start + step].to(torch.float32, copy=True)
+        chunk = chunk.nan_to_num_(0).clamp_(0, 1).mul_(top).round_()
+        out[start:start + step] = chunk.to("cpu", via).numpy()
     return out
 
 
