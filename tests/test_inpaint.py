@@ -192,6 +192,26 @@ def test_far_apart_holes_are_filled_in_small_crops():
         assert (bottom - top) * (right - left) < 400 * 400
 
 
+def test_holes_whose_contexts_overlap_share_one_crop():
+    from imgen_inpaint._fill import regions
+
+    mask = np.zeros((200, 200), bool)
+    mask[40:80, 40:80] = True
+    mask[120:160, 120:160] = True  # two 144x144 crops would cost more than one of the whole image
+    boxes, label = regions(mask)
+    assert boxes == [(0, 0, 200, 200)]
+    assert set(np.unique(label)) == {-1, 0}
+
+
+def test_a_thin_stroke_gets_a_thin_crop():
+    from imgen_inpaint._fill import regions
+
+    mask = np.zeros((1000, 1000), bool)
+    mask[496:506, 96:704] = True  # on the 16-pixel grid of the clustering
+    (top, left, bottom, right), = regions(mask)[0]
+    assert (bottom - top, right - left) == (16 + 2 * 64, 608 + 2 * 64)
+
+
 def test_large_region_is_downscaled_and_still_exact_outside(inpaint, tmp_path, monkeypatch):
     from imgen_inpaint import _fill
 

@@ -20,7 +20,8 @@ from imgen_cli.errors import UsageError
 # Side of the coarse cells in which holes are grouped into regions.
 CELL = 16
 # Context kept around a region on every side: at least this, or the region's own size (a crop
-# that cuts through the surroundings of a large hole gives a worse fill than the whole image).
+# that cuts through the surroundings of a large hole gives a worse fill than the whole image), but
+# no more than twice its short side: a long thin stroke is never far from known pixels.
 MIN_CONTEXT = 64
 # Longest crop side the network runs at; larger crops are downscaled first (the net's cost grows
 # with area, and far context matters less than the hole's neighbourhood).
@@ -57,7 +58,8 @@ def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int
     """Crops, with context, around the clusters of holes in `mask`, and which holes each one owns.
 
     Holes closer than their dilation plus a cell fall into one cluster, so one crop fills them
-    together and sees both. Returns the (top, left, bottom, right) crop of every cluster and a
+    together and sees both; clusters whose crops would overlap so much that one crop around both
+    costs no more than the two are merged too. Returns the (top, left, bottom, right) crop of every cluster and a
     coarse label map: cell (i, j) covers pixels [i*CELL, (i+1)*CELL) x [j*CELL, (j+1)*CELL) and
     holds the index of the cluster whose holes lie there, or -1.
 
@@ -72,11 +74,11 @@ def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int
     coarse = padded.reshape(gh, CELL, gw, CELL).any(axis=(1, 3))
     reach = math.ceil(2 * dilate / CELL) + 1
     label = np.full(coarse.shape, -1, np.int64)
-    boxes = []
+    extents = []  # (top, left, bottom, right) of each cluster's cells, in pixels
     for start in map(tuple, np.argwhere(coarse)):
         if label[start] >= 0:
             continue
-        label[start] = len(boxes)
+        label[start] = len(extents)
         queue, cells = deque([start]), [start]
         while queue:
             cy, cx = queue.popleft()
@@ -84,15 +86,41 @@ def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int
             x0, x1 = max(cx - reach, 0), min(cx + reach + 1, gw)
             for ny, nx in np.argwhere(coarse[y0:y1, x0:x1] & (label[y0:y1, x0:x1] < 0)):
                 cell = (y0 + ny, x0 + nx)
-                label[cell] = len(boxes)
+                label[cell] = len(extents)
                 queue.append(cell)
                 cells.append(cell)
         ys, xs = np.array(cells).T
-        top, bottom = ys.min() * CELL - dilate, (ys.max() + 1) * CELL + dilate
-        left, right = xs.min() * CELL - dilate, (xs.max() + 1) * CELL + dilate
-        margin = max(MIN_CONTEXT, max(bottom - top, right - left))
-        boxes.append((max(top - margin, 0), max(left - margin, 0), min(bottom + margin, h), min(right + margin, w)))
-    return boxes, label
+        extents.append((ys.min() * CELL, xs.min() * CELL, (ys.max() + 1) * CELL, (xs.max() + 1) * CELL))
+
+    def crop(extent: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        top, left, bottom, right = extent
+        top, left, bottom, right = top - dilate, left - dilate, bottom + dilate, right + dilate
+        sides = sorted((bottom - top, right - left))
+        margin = max(MIN_CONTEXT, min(sides[1], 2 * sides[0]))
+        return max(top - margin, 0), max(left - margin, 0), min(bottom + margin, h), min(right + margin, w)
+
+    def area(box: tuple[int, int, int, int]) -> int:
+        return (box[2] - box[0]) * (box[3] - box[1])
+
+    # Clusters whose crops overlap a lot are filled in one crop when that costs no more pixels than
+    # two: one network call instead of two over nearly the same context.
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(extents)):
+            for j in range(i + 1, len(extents)):
+                a, b = extents[i], extents[j]
+                union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                if area(crop(union)) <= area(crop(a)) + area(crop(b)):
+                    extents[i] = union
+                    del extents[j]
+                    label[label == j] = i
+                    label[label > j] -= 1
+                    merged = True
+                    break
+            if merged:
+                break
+    return [crop(e) for e in extents], label
 
 
 def _owned(label: np.ndarray, k: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
