@@ -322,13 +322,9 @@ class Engine:
         """Process tiles row by row, handing each finished band of output rows to the sink."""
         torch = _torch()
         s = tiling.scale
-        feather = max(2, tiling.overlap // 2)
-        margin = 2 * tiling.overlap + feather
-        m = max(1, tiling.multiple)
-        tile = max(tile, margin + MIN_TILE)
         height, width = x.shape[-2:]
-        ys = _spans(height, tile, margin, m)
-        xs = _spans(width, tile, margin, m)
+        ys, feather = _windows(height, tile, tiling.overlap, tiling.multiple)
+        xs, _ = _windows(width, tile, tiling.overlap, tiling.multiple)
         wx = [_weights(xs, j, s, feather, x.device) for j in range(len(xs))]
         batch = self._batch_size(tiling, tile)
         bar = self.progress(total=len(ys) * len(xs), desc="tiles", unit="tile") if self.progress else None
@@ -466,15 +462,36 @@ def _quantize(values, top: float, dtype):
     return out
 
 
+def _windows(length: int, tile: int, overlap: int, multiple: int) -> tuple[list[tuple[int, int]], int]:
+    """Tile windows along one axis for a receptive-field radius `overlap`, and the feather width.
+
+    Neighbours overlap by both radii plus a feather over which `_weights` ramps from one to the
+    other. Windows advance by at least the feather, so no pixel lies in two ramps and the weights
+    sum to one: `_spans` keeps neighbours at least half a stride (less a multiple) apart, so the
+    stride must be at least twice the feather plus that multiple; a `tile` too small is enlarged.
+    """
+    feather = max(2, overlap // 2)
+    margin = 2 * overlap + feather
+    m = max(1, multiple)
+    # _spans rounds the tile and the stride down to multiples of m, hence the 2 m of slack.
+    tile = max(tile, margin + max(MIN_TILE, 2 * (feather + m)) + 2 * m)
+    return _spans(length, tile, margin, m), feather
+
+
 def _spans(length: int, tile: int, margin: int, multiple: int) -> list[tuple[int, int]]:
-    """Equal-length windows covering [0, length), neighbours overlapping by at least `margin`."""
+    """Equal-length windows covering [0, length), neighbours overlapping by at least `margin`.
+
+    Starts are spread evenly (on multiples of `multiple`) rather than stepped by the full stride
+    with the last one clamped to the end, which could leave the last two windows a few pixels
+    apart; evenly spread, neighbours are at least about half a stride apart.
+    """
     if length <= tile:
         return [(0, length)]
     tile = max(multiple, tile // multiple * multiple)
     stride = max(multiple, (tile - margin) // multiple * multiple)
-    count = math.ceil((length - tile) / stride) + 1
-    starts = sorted({min(i * stride, length - tile) for i in range(count)})
-    return [(a, a + tile) for a in starts]
+    gaps = math.ceil((length - tile) / stride)
+    starts = [i * (length - tile) // gaps // multiple * multiple for i in range(gaps)] + [length - tile]
+    return [(a, a + tile) for a in sorted(set(starts))]
 
 
 def _weights(spans, i: int, scale: int, feather: int, device):

@@ -200,3 +200,17 @@ def test_tile_spans_cover_with_required_overlap():
     for i, (a, b) in enumerate(spans):
         total[2 * a:2 * b] += _weights(spans, i, 2, 8, "cpu").numpy()
     assert np.allclose(total, 1)
+
+
+@pytest.mark.parametrize("overlap,multiple", [(2, 1), (26, 2), (96, 8), (128, 8)])
+def test_tile_weights_sum_to_one_even_when_the_overlap_is_wide(overlap, multiple):
+    from imgen_cli.engine import _weights, _windows
+
+    # A --tile barely larger than the overlaps: windows must still not pile up three ramps.
+    spans, feather = _windows(700, 256, overlap, multiple)
+    assert spans[0][0] == 0 and spans[-1][1] == 700
+    assert all(spans[i][1] - spans[i + 1][0] >= 2 * overlap for i in range(len(spans) - 1))
+    total = np.zeros(700)
+    for i, (a, b) in enumerate(spans):
+        total[a:b] += _weights(spans, i, 1, feather, "cpu").numpy()
+    assert np.allclose(total, 1)
