@@ -7,7 +7,7 @@
 
 Every held-out photo (imgen_cli.datasets.VALIDATION, never trained on), resized by `--scale`, gets
 four free-form masks covering 10-25% of it (strokes, boxes, mixed; fixed seed). Every method fills
-the same 8-bit image: cv2.inpaint TELEA and NS (radius 5), the push-pull guess the network starts
+the same 8-bit image: cv2.inpaint TELEA and NS (radius 5), the harmonic guess the network starts
 from, and imgen through its Python API. Scores: PSNR of the pixels inside the holes, and SSIM of the
 whole image (grey, 11x11 Gaussian window), both against the untouched photo and averaged over the
 cases. imgen's pixels outside the mask are checked to equal the input's.
@@ -36,7 +36,7 @@ from PIL import Image
 
 from imgen_cli.api import Pipeline
 from imgen_cli.datasets import data_root, image_files, load_rgb, split
-from imgen_inpaint._net import push_pull_fill
+from imgen_inpaint._net import harmonic_fill
 from imgen_inpaint.masks import random_mask
 
 KINDS = ("strokes", "strokes", "boxes", "mixed")
@@ -68,10 +68,10 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(s.mean())
 
 
-def pushpull(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def harmonic(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
-    out = push_pull_fill(x, m)[0].permute(1, 2, 0).numpy()
+    out = harmonic_fill(x, m)[0].permute(1, 2, 0).numpy()
     return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)
 
 
@@ -91,7 +91,7 @@ def cases(scale: float, seed: int = 11):
 def quality(pipeline: Pipeline, scale: float, figures: Path | None) -> None:
     import cv2
 
-    names = ("telea", "ns", "push-pull", "imgen")
+    names = ("telea", "ns", "harmonic", "imgen")
     scores = {name: ([], []) for name in names}
     seconds = {name: 0.0 for name in names}
     unchanged = True
@@ -107,8 +107,8 @@ def quality(pipeline: Pipeline, scale: float, figures: Path | None) -> None:
                 out = cv2.inpaint(masked, m8, 5, cv2.INPAINT_TELEA)
             elif name == "ns":
                 out = cv2.inpaint(masked, m8, 5, cv2.INPAINT_NS)
-            elif name == "push-pull":
-                out = pushpull(masked, mask)
+            elif name == "harmonic":
+                out = harmonic(masked, mask)
             else:
                 out = pipeline(masked, mask=m8)
             seconds[name] += time.perf_counter() - start

@@ -41,7 +41,7 @@ def register_models(register):
             load=_load,
             default=True,
             weights=str(WEIGHTS / "inpaint.safetensors"),
-            description="LaMa-style Fourier-convolution inpainter with a patch-GAN loss, trained by imgen",
+            description="Harmonic fill refined by a LaMa-style Fourier-convolution network (patch-GAN loss), trained by imgen",
         )
     )
 

@@ -9,7 +9,7 @@ small and large structures, get LaMa-style masks (thick strokes and boxes coveri
 generator learns with an L1 loss inside the holes plus a hinge adversarial loss from a patch
 discriminator with spectral normalization, so large holes get texture rather than blur. Every
 `--every` steps the hole PSNR on fixed masked crops of the held-out photos is logged (next to the
-push-pull guess the network starts from), a resumable checkpoint is written, and the best weights
+harmonic guess the network starts from), a resumable checkpoint is written, and the best weights
 so far are kept in `best.safetensors` and copied to `--export`.
 """
 
@@ -29,7 +29,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from imgen_cli.datasets import data_root, image_files, load_rgb, split
-from imgen_inpaint._net import InpaintNet, push_pull_fill
+from imgen_inpaint._net import InpaintNet, harmonic_fill
 from imgen_inpaint.masks import random_mask
 
 SCALES = (1.0, 0.5, 0.25)
@@ -76,7 +76,11 @@ class Patches:
         images, masks = [], []
         for _ in range(count):
             levels = self.photos[self.rng.integers(len(self.photos))]
-            im = levels[self.rng.choice(len(levels), p=[0.4, 0.4, 0.2])]
+            # Sizes too small for a patch are skipped (a quarter-size photo may hold no 256-pixel
+            # patch); with every size fitting, the draws are those of the fixed 0.4/0.4/0.2 choice.
+            fits = [k for k, im in enumerate(levels) if min(im.shape[:2]) >= self.size]
+            weights = np.array([0.4, 0.4, 0.2])[fits]
+            im = levels[fits[self.rng.choice(len(fits), p=weights / weights.sum())]]
             top = self.rng.integers(0, im.shape[0] - self.size + 1)
             left = self.rng.integers(0, im.shape[1] - self.size + 1)
             patch = im[top : top + self.size, left : left + self.size]
@@ -142,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     patches = Patches([pyramid(load_rgb(p)) for p in train_files], args.size, np.random.default_rng(args.seed))
     val_images, val_masks = validation_set([load_rgb(p) for p in val_files])
     with torch.no_grad():
-        baseline = hole_psnr(push_pull_fill(val_images, val_masks), val_images, val_masks)
-    print(f"validation: push-pull guess {baseline:.2f} dB in the holes", flush=True)
+        baseline = hole_psnr(harmonic_fill(val_images, val_masks), val_images, val_masks)
+    print(f"validation: harmonic guess {baseline:.2f} dB in the holes", flush=True)
 
     net, disc = InpaintNet(), PatchDiscriminator()
     opt_g = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.5, 0.999))
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             score = evaluate(net, val_images, val_masks)
             rate = (time.time() - started) / args.every
             print(f"step {step}: l1 {l1_sum / args.every:.4f} g_adv {adv_sum / args.every:+.3f} "
-                  f"val hole PSNR {score:.2f} dB (push-pull {baseline:.2f}) lr {lr:.2e} {rate:.2f} s/step",
+                  f"val hole PSNR {score:.2f} dB (guess {baseline:.2f}) lr {lr:.2e} {rate:.2f} s/step",
                   flush=True)
             started, l1_sum, adv_sum = time.time(), 0.0, 0.0
             if score > best:
