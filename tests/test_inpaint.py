@@ -219,6 +219,22 @@ def test_holes_whose_contexts_overlap_share_one_crop():
     assert set(np.unique(label)) == {-1, 0}
 
 
+def test_many_specks_each_lie_inside_the_crop_that_owns_them():
+    from imgen_inpaint._fill import CELL, regions
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1500, 2000), bool)
+    for y, x in zip(rng.integers(0, 1496, 400), rng.integers(0, 1996, 400)):
+        mask[y:y + 4, x:x + 4] = True
+    boxes, label = regions(mask)
+    assert 1 < len(boxes) < 400  # neighbours merged, far ones not
+    assert set(np.unique(label)) == {-1, *range(len(boxes))}
+    for cy, cx in np.argwhere(label >= 0):
+        top, left, bottom, right = boxes[label[cy, cx]]
+        assert top <= cy * CELL and min((cy + 1) * CELL, 1500) <= bottom
+        assert left <= cx * CELL and min((cx + 1) * CELL, 2000) <= right
+
+
 def test_a_thin_stroke_gets_a_thin_crop():
     from imgen_inpaint._fill import regions
 

@@ -9,7 +9,7 @@ the input, so they come back bit for bit.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import defaultdict, deque
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ MIN_CONTEXT = 64
 # Longest crop side the network runs at; larger crops are downscaled first (the net's cost grows
 # with area, and far context matters less than the hole's neighbourhood).
 MAX_SIDE = 1024
+# Side of the buckets in which crops that might be merged are looked up.
+BUCKET = 256
 
 
 def _holes(x: torch.Tensor, ctx) -> torch.Tensor:
@@ -58,9 +60,9 @@ def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int
     """Crops, with context, around the clusters of holes in `mask`, and which holes each one owns.
 
     Holes closer than their dilation plus a cell fall into one cluster, so one crop fills them
-    together and sees both; clusters whose crops would overlap so much that one crop around both
-    costs no more than the two are merged too. Returns the (top, left, bottom, right) crop of every cluster and a
-    coarse label map: cell (i, j) covers pixels [i*CELL, (i+1)*CELL) x [j*CELL, (j+1)*CELL) and
+    together and sees both; clusters whose crops overlap so much that one crop around both costs
+    no more pixels than the two are merged too. Returns the (top, left, bottom, right) crop of
+    every cluster and a coarse label map: cell (i, j) covers pixels [i*CELL, (i+1)*CELL) x [j*CELL, (j+1)*CELL) and
     holds the index of the cluster whose holes lie there, or -1.
 
     Args:
@@ -103,24 +105,50 @@ def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int
         return (box[2] - box[0]) * (box[3] - box[1])
 
     # Clusters whose crops overlap a lot are filled in one crop when that costs no more pixels than
-    # two: one network call instead of two over nearly the same context.
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(extents)):
-            for j in range(i + 1, len(extents)):
-                a, b = extents[i], extents[j]
-                union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                if area(crop(union)) <= area(crop(a)) + area(crop(b)):
-                    extents[i] = union
-                    del extents[j]
-                    label[label == j] = i
-                    label[label > j] -= 1
-                    merged = True
-                    break
-            if merged:
+    # two: one network call instead of two over nearly the same context. Candidates are found
+    # through a grid of buckets, so a mask of thousands of specks stays cheap.
+    alive = dict(enumerate(extents))
+    parent = list(range(len(extents)))
+    grid: dict[tuple[int, int], set[int]] = defaultdict(set)
+
+    def buckets(box: tuple[int, int, int, int]) -> list[tuple[int, int]]:
+        top, left, bottom, right = box
+        return [(y, x) for y in range(top // BUCKET, (bottom - 1) // BUCKET + 1)
+                for x in range(left // BUCKET, (right - 1) // BUCKET + 1)]
+
+    for k, extent in alive.items():
+        for cell in buckets(crop(extent)):
+            grid[cell].add(k)
+    work = list(alive)
+    while work:
+        k = work.pop()
+        if k not in alive:
+            continue
+        box = crop(alive[k])
+        for j in sorted({j for cell in buckets(box) for j in grid[cell]} - {k}):
+            a, b = alive[k], alive[j]
+            union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+            if area(crop(union)) <= area(box) + area(crop(b)):
+                for gone, extent in ((j, b), (k, a)):
+                    for cell in buckets(crop(extent)):
+                        grid[cell].discard(gone)
+                del alive[j]
+                parent[j] = k
+                alive[k] = union
+                for cell in buckets(crop(union)):
+                    grid[cell].add(k)
+                work.append(k)
                 break
-    return [crop(e) for e in extents], label
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    kept = sorted(alive)
+    index = {k: n for n, k in enumerate(kept)}
+    lookup = np.array([index[root(k)] for k in range(len(extents))] + [-1], np.int64)
+    return [crop(alive[k]) for k in kept], lookup[label]
 
 
 def _owned(label: np.ndarray, k: int, top: int, left: int, bottom: int, right: int) -> np.ndarray:
