@@ -22,7 +22,8 @@ def harmonic_fill(image: torch.Tensor, mask: torch.Tensor, coarse_iters: int = 3
     scores about 1 dB above OpenCV's Telea and Navier-Stokes inside the holes.
 
     Solved coarse to fine: a pyramid of cell means (a cell is known when at least half its pixels
-    are), the mean of the known pixels at the coarsest level, and at every level the upsampled
+    are) down to the first level where every cell is known, the mean of the known pixels for any
+    hole left at the coarsest level, and at every level the upsampled
     coarser solution refined by red-black successive over-relaxation, `coarse_iters` sweeps per
     coarse level and `fine_iters` at full size. The network only has to add structure and texture
     to this guess.
@@ -35,7 +36,9 @@ def harmonic_fill(image: torch.Tensor, mask: torch.Tensor, coarse_iters: int = 3
     """
     known = 1.0 - mask
     levels = [(image * known, known)]
-    while min(levels[-1][0].shape[-2:]) > 4:
+    # Down to 4 pixels, or to the first level without holes: coarser levels could not change it,
+    # so small holes need only a few small levels.
+    while min(levels[-1][0].shape[-2:]) > 4 and (len(levels) == 1 or bool((levels[-1][1] < 0.5).any())):
         value, weight = levels[-1]
         levels.append((F.avg_pool2d(value, 2, ceil_mode=True), F.avg_pool2d(weight, 2, ceil_mode=True)))
     channels = image.shape[1]
