@@ -1,13 +1,16 @@
 """Small tensor filters shared by plugins and their recipes (torch has no Gaussian blur of its own,
 and torchvision, which has one, does not install beside the CPU torch build this project uses).
 
-Imported by processing code only, never by a plugin's front module: it imports torch.
+Like the rest of the host package it imports torch only when a filter runs, so importing it never
+slows `imgen --help`.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "reflect") -> torch.Tensor:
@@ -16,6 +19,9 @@ def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "reflect") -> to
     Separable (two 1-D passes), radius round(3 * sigma) but at least 1, borders padded by
     `padding` ("reflect" or "replicate") so the output has the input's size.
     """
+    import torch
+    import torch.nn.functional as F
+
     radius = max(1, int(3 * sigma + 0.5))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-0.5 * (t / sigma) ** 2)

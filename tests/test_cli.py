@@ -109,6 +109,17 @@ def test_help_does_not_import_torch():
     assert done.returncode == 0, done.stderr.decode()
 
 
+def test_no_host_module_imports_torch_when_imported():
+    # Plugins' front modules import host helpers freely; none of them may drag torch in.
+    code = ("import importlib, pkgutil, sys, imgen_cli\n"
+            "for info in pkgutil.iter_modules(imgen_cli.__path__):\n"
+            "    if info.name != '__main__':\n"
+            "        importlib.import_module('imgen_cli.' + info.name)\n"
+            "assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=imgen_env(), timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+
+
 # -- inputs and outputs -------------------------------------------------------------------------
 
 
