@@ -451,8 +451,7 @@ def _quantize(values, top: float, dtype):
 
     torch = _torch()
     out = np.empty(tuple(values.shape), dtype=dtype)
-    # uint8 converts directly; torch's uint16 lacks CPU kernels, so 16 bits go through int32.
-    via = torch.uint8 if out.dtype == np.uint8 else torch.int32
+    via = torch.uint8 if out.dtype == np.uint8 else torch.uint16
     step = max(1, (1 << 24) // max(1, values[0].numel()))
     for start in range(0, values.shape[0], step):
         # One copy, then in place: `values` itself is never touched.
