@@ -99,25 +99,27 @@ def test_plugin_whose_hook_raises_is_isolated(imgen, imgen_registry):
     assert imgen(["plugins"]).exit_code == 0
 
 
-def test_help_does_not_import_torch():
-    code = ("import sys; from imgen_cli.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "try:\n    main(['plugins'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'numpy', 'imageio', 'PIL') if m in sys.modules]\n"
-            "assert not heavy, heavy")
+def python_ok(code: str) -> None:
+    """Run `code` in a fresh interpreter (module caches empty) and require it to succeed."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=imgen_env(), timeout=60)
     assert done.returncode == 0, done.stderr.decode()
+
+
+def test_help_does_not_import_torch():
+    python_ok("import sys; from imgen_cli.cli import main\n"
+              "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "try:\n    main(['plugins'])\nexcept SystemExit:\n    pass\n"
+              "heavy = [m for m in ('torch', 'numpy', 'imageio', 'PIL') if m in sys.modules]\n"
+              "assert not heavy, heavy")
 
 
 def test_no_host_module_imports_torch_when_imported():
     # Plugins' front modules import host helpers freely; none of them may drag torch in.
-    code = ("import importlib, pkgutil, sys, imgen_cli\n"
-            "for info in pkgutil.iter_modules(imgen_cli.__path__):\n"
-            "    if info.name != '__main__':\n"
-            "        importlib.import_module('imgen_cli.' + info.name)\n"
-            "assert 'torch' not in sys.modules")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=imgen_env(), timeout=60)
-    assert done.returncode == 0, done.stderr.decode()
+    python_ok("import importlib, pkgutil, sys, imgen_cli\n"
+              "for info in pkgutil.iter_modules(imgen_cli.__path__):\n"
+              "    if info.name != '__main__':\n"
+              "        importlib.import_module('imgen_cli.' + info.name)\n"
+              "assert 'torch' not in sys.modules")
 
 
 # -- inputs and outputs -------------------------------------------------------------------------
