@@ -241,7 +241,28 @@ def test_a_thin_stroke_gets_a_thin_crop():
     mask = np.zeros((1000, 1000), bool)
     mask[496:506, 96:704] = True  # on the 16-pixel grid of the clustering
     (top, left, bottom, right), = regions(mask)[0]
-    assert (bottom - top, right - left) == (16 + 2 * 64, 608 + 2 * 64)
+    assert (bottom - top, right - left) == (16 + 2 * 32, 608 + 2 * 32)  # context: twice the short side
+
+
+def test_small_crops_are_batched_in_shapes_that_hold_them():
+    from imgen_inpaint._fill import BATCH, regions, _batches
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((1500, 2000), bool)
+    for y, x in zip(rng.integers(0, 1496, 400), rng.integers(0, 1996, 400)):
+        mask[y:y + 4, x:x + 4] = True
+    mask[200:500, 200:500] = True  # one large hole, filled in a call of its own
+    boxes, _ = regions(mask)
+    batches = list(_batches(boxes, mask.shape))
+    assert sorted(k for batch in batches for k, _ in batch) == list(range(len(boxes)))
+    assert len(batches) < len(boxes) / 4
+    assert any(len(batch) == 1 and boxes[batch[0][0]][2] - boxes[batch[0][0]][0] > 256 for batch in batches)
+    for batch in batches:
+        assert 1 <= len(batch) <= BATCH
+        assert len({(b - t, r - l) for _, (t, l, b, r) in batch}) == 1
+        for k, (t, l, b, r) in batch:
+            bt, bl, bb, br = boxes[k]
+            assert 0 <= t <= bt and 0 <= l <= bl and bb <= b <= 1500 and br <= r <= 2000
 
 
 def test_large_region_is_downscaled_and_still_exact_outside(inpaint, tmp_path, monkeypatch):

@@ -28,6 +28,8 @@ MIN_CONTEXT = 64
 MAX_SIDE = 1024
 # Side of the buckets in which crops that might be merged are looked up.
 BUCKET = 256
+# Crops up to SMALL a side are grown to a multiple of ROUND and filled BATCH to a network call.
+SMALL, ROUND, BATCH = 256, 16, 16
 
 
 def _holes(x: torch.Tensor, ctx) -> torch.Tensor:
@@ -98,7 +100,7 @@ def regions(mask: np.ndarray, dilate: int = 0) -> tuple[list[tuple[int, int, int
         top, left, bottom, right = extent
         top, left, bottom, right = top - dilate, left - dilate, bottom + dilate, right + dilate
         sides = sorted((bottom - top, right - left))
-        margin = max(MIN_CONTEXT, min(sides[1], 2 * sides[0]))
+        margin = min(2 * sides[0], max(MIN_CONTEXT, sides[1]))
         return max(top - margin, 0), max(left - margin, 0), min(bottom + margin, h), min(right + margin, w)
 
     def area(box: tuple[int, int, int, int]) -> int:
@@ -159,8 +161,36 @@ def _owned(label: np.ndarray, k: int, top: int, left: int, bottom: int, right: i
     return full[oy : oy + bottom - top, ox : ox + right - left]
 
 
+def _batches(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]):
+    """Group the crops into network calls: `(index, box)` lists whose boxes all have one shape.
+
+    A mask of many specks makes hundreds of small crops, and one call per crop would cost more in
+    per-call overhead than in filling. Crops up to SMALL pixels a side are grown to a shape rounded
+    up to a multiple of ROUND (more context, shifted to stay inside the image) and filled up to
+    BATCH at a time; larger crops go one per call, in order. Crops of one call do not see each
+    other's fills, only their own holes' context, like any hole still to be filled.
+    """
+    h, w = size
+    groups: dict[tuple[int, int], list] = defaultdict(list)
+    for k, (top, left, bottom, right) in enumerate(boxes):
+        if max(bottom - top, right - left) > SMALL:
+            yield [(k, (top, left, bottom, right))]
+            continue
+        shape = (min(-(-(bottom - top) // ROUND) * ROUND, h), min(-(-(right - left) // ROUND) * ROUND, w))
+        top = min(max(top - (shape[0] - (bottom - top)) // 2, 0), h - shape[0])
+        left = min(max(left - (shape[1] - (right - left)) // 2, 0), w - shape[1])
+        group = groups[shape]
+        group.append((k, (top, left, top + shape[0], left + shape[1])))
+        if len(group) == BATCH:
+            yield group
+            groups[shape] = []
+    for group in groups.values():
+        if group:
+            yield group
+
+
 def _fill_crop(net, image: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
-    """The network's fill of one (1, 3, h, w) crop, downscaled when its long side exceeds MAX_SIDE."""
+    """The network's fill of (n, 3, h, w) crops, downscaled when their long side exceeds MAX_SIDE."""
     h, w = image.shape[-2:]
     factor = MAX_SIDE / max(h, w)
     if factor >= 1:
@@ -185,22 +215,26 @@ def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
         # Holes not filled yet: the network sees them as holes in every crop they reach into, but
         # each crop writes only its own cluster's holes, which it sees with their full context.
         missing = holes[n : n + 1].clone()
-        for k, (top, left, bottom, right) in enumerate(boxes):
-            # Dilate on a crop padded by the radius, so holes just outside the crop still grow into it.
-            pt, pl = max(top - radius, 0), max(left - radius, 0)
-            pb, pr = min(bottom + radius, x.shape[-2]), min(right + radius, x.shape[-1])
-            owned = torch.from_numpy(_owned(label, k, pt, pl, pb, pr)).to(x.device)
-            own = holes[n : n + 1, :, pt:pb, pl:pr] & owned
-            inner = (slice(None), slice(None), slice(top - pt, bottom - pt), slice(left - pl, right - pl))
-            unknown = _grow(missing[:, :, pt:pb, pl:pr], radius)[inner]
-            own_grown = _grow(own, radius)[inner]
-            own = own[inner]
-            crop = out[n : n + 1, :, top:bottom, left:right]
-            filled = _fill_crop(net, crop, unknown | own_grown).to(x.dtype)
-            weight = _seam(own, own_grown, radius)
-            blended = filled * weight + crop * (1 - weight)
-            out[n : n + 1, :, top:bottom, left:right] = torch.where(own_grown, blended, crop)
-            missing[:, :, top:bottom, left:right] &= ~own
+        for batch in _batches(boxes, x.shape[-2:]):
+            jobs = []
+            for k, (top, left, bottom, right) in batch:
+                # Dilate on a crop padded by the radius, so holes just outside the crop still grow into it.
+                pt, pl = max(top - radius, 0), max(left - radius, 0)
+                pb, pr = min(bottom + radius, x.shape[-2]), min(right + radius, x.shape[-1])
+                owned = torch.from_numpy(_owned(label, k, pt, pl, pb, pr)).to(x.device)
+                own = holes[n : n + 1, :, pt:pb, pl:pr] & owned
+                inner = (slice(None), slice(None), slice(top - pt, bottom - pt), slice(left - pl, right - pl))
+                unknown = _grow(missing[:, :, pt:pb, pl:pr], radius)[inner]
+                own_grown = _grow(own, radius)[inner]
+                jobs.append((own[inner], own_grown, unknown | own_grown))
+            crops = torch.cat([out[n : n + 1, :, t:b, l:r] for _, (t, l, b, r) in batch])
+            filled = _fill_crop(net, crops, torch.cat([job[2] for job in jobs])).to(x.dtype)
+            for i, ((_, (top, left, bottom, right)), (own, own_grown, _)) in enumerate(zip(batch, jobs)):
+                crop = out[n : n + 1, :, top:bottom, left:right]
+                weight = _seam(own, own_grown, radius)
+                blended = filled[i : i + 1] * weight + crop * (1 - weight)
+                out[n : n + 1, :, top:bottom, left:right] = torch.where(own_grown, blended, crop)
+                missing[:, :, top:bottom, left:right] &= ~own
     if ctx.options.get("mask_from_alpha") and ctx.alpha is not None:
         # Filled pixels are no longer missing: the host writes this alpha with the output.
         ctx.output_alpha = ctx.alpha.masked_fill(holes.to(ctx.alpha.device), 1.0)
