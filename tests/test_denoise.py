@@ -133,3 +133,13 @@ def test_16_bit_and_alpha_survive(imgen, tmp_path):
     assert out.dtype == np.uint16 and out.shape == (96, 96, 4)
     assert (out[..., 3] == alpha[..., 0]).all()
     assert psnr(out[..., :3], clean, 65535) > psnr(rgb, clean, 65535) + 6
+
+
+def test_tta_averages_four_flips_and_denoises_better(imgen, tmp_path):
+    clean = read(DATA / "bridge.png")[:128, :128]
+    src = write(tmp_path / "noisy.png", noisy(clean, 25))
+    for name, extra in (("plain.png", []), ("tta.png", ["--tta"])):
+        result = imgen(["denoise", "--sigma", "25", *extra, src, "-o", name])
+        assert result.exit_code == 0, result.stderr
+    plain, tta = psnr(read(tmp_path / "plain.png"), clean), psnr(read(tmp_path / "tta.png"), clean)
+    assert tta > plain + 0.1, f"--tta {tta:.2f} dB, without {plain:.2f} dB"
