@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from imgen_cli.datasets import data_root, image_files, load_rgb, split
-from imgen_denoise import WEIGHTS, _prepare, _process
-from imgen_denoise._net import FFDNet
+from imgen_denoise import WEIGHTS, _load, _prepare, _process
 
 SIGMAS = (15, 25, 50)
 NLM_FACTORS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -50,8 +49,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import cv2
-    from safetensors.torch import load_file
-
     folder = args.data or data_root() / "photos"
     _, val_files = split(image_files(folder))
     cleans = []
@@ -64,9 +61,7 @@ def main() -> None:
         cleans.append(np.ascontiguousarray(im))
     megapixels = sum(c.shape[0] * c.shape[1] for c in cleans) / 1e6
 
-    net = FFDNet()
-    net.load_state_dict(load_file(args.weights))
-    net.eval()
+    net = _load(args.weights).eval()
 
     def imgen(noisy: np.ndarray, sigma: float | None, tta: bool = False) -> tuple[np.ndarray, float]:
         # The plugin's own prepare and process, with the few context fields they use.
