@@ -61,7 +61,8 @@ def main() -> None:
         cleans.append(np.ascontiguousarray(im))
     megapixels = sum(c.shape[0] * c.shape[1] for c in cleans) / 1e6
 
-    net = _load(args.weights).eval()
+    # Channels-last, as the host loads it (the model declares channels_last).
+    net = _load(args.weights).eval().to(memory_format=torch.channels_last)
 
     def imgen(noisy: np.ndarray, sigma: float | None, tta: bool = False) -> tuple[np.ndarray, float]:
         # The plugin's own prepare and process, with the few context fields they use.

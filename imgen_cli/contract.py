@@ -90,6 +90,11 @@ class Model:
         precisions: precisions it is safe in; `--precision auto` uses fp16/bf16 on GPUs only
             when listed here.
         weights: path of its weights file, for listings.
+        channels_last: the host stores the weights channels-last, so oneDNN and cuDNN may pick
+            faster convolutions (8-40% less time for imgen's denoise, sr and inpaint networks on
+            CPU; benchmarks/bench_channels_last.py). Measure: a network of few channels can be
+            slower. Only for networks that never `.view()` an activation, which may then be
+            channels-last too.
         meta: anything else a command wants to match on, e.g. {"kind": "real", "scale": 4}.
     """
 
@@ -102,6 +107,7 @@ class Model:
     devices: tuple[str, ...] = DEVICE_KINDS
     precisions: tuple[str, ...] = ("fp32",)
     weights: str | None = None
+    channels_last: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
 
 

@@ -142,6 +142,8 @@ class Engine:
                 raise PluginError(f"model {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
             if hasattr(module, "to"):
                 module = module.to(device=self.device, dtype=dtype)
+                if spec.channels_last:
+                    module = module.to(memory_format=_torch().channels_last)
             if hasattr(module, "eval"):
                 module.eval()
             if hasattr(module, "requires_grad_"):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from imgen_cli import Command, Tiling, hookimpl
+from imgen_cli import Command, Model, Tiling, hookimpl
 from imgen_cli import io as imgio
 from imgen_cli.testing import natural_image
 
@@ -63,6 +63,30 @@ class EnginePlugin:
         register(Command("shuffle", "Shuffle.", shuffle, tiling=Tiling(overlap=4, multiple=2)))
         register(Command("onechannel", "Per channel.", channels_seen, channels=1, tiling=Tiling(overlap=0)))
 
+        def convolve(x, ctx):
+            import torch
+
+            net = ctx.model()
+            self.calls.append(net.weight.is_contiguous(memory_format=torch.channels_last))
+            return net(x)
+
+        register(Command("convolve", "A fixed 3x3 convolution.", convolve, tiling=Tiling(overlap=1)))
+
+    @hookimpl
+    def register_models(self, register):
+        def load():
+            import torch
+
+            conv = torch.nn.Conv2d(3, 3, 3, padding=1, padding_mode="replicate")
+            generator = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                conv.weight.copy_(torch.rand(conv.weight.shape, generator=generator) / 27)
+                conv.bias.zero_()
+            return conv
+
+        register(Model("convolve-cl", "convolve", load, default=True, channels_last=True))
+        register(Model("convolve-plain", "convolve", load))
+
 
 @pytest.fixture
 def engine_plugin(test_plugins):
@@ -81,6 +105,17 @@ def test_tiled_output_matches_untiled(imgen, engine_plugin, tmp_path, command, t
     whole, tiled = read(tmp_path / "whole.png"), read(tmp_path / "tiled.png")
     assert whole.shape == tiled.shape
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_models_declaring_channels_last_get_channels_last_weights(imgen, engine_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(64, 80, 3, seed=1))
+    for model in ("convolve-cl", "convolve-plain"):
+        result = imgen(["convolve", "--model", model, source, "-o", f"{model}.png"])
+        assert result.exit_code == 0, result.stderr
+    assert engine_plugin.calls == [True, False]
+    fast, plain = read(tmp_path / "convolve-cl.png"), read(tmp_path / "convolve-plain.png")
+    assert np.abs(fast.astype(int) - plain.astype(int)).max() <= 1
+    assert np.abs(fast.astype(int) - read(source).astype(int)).max() > 8  # the convolution did run
 
 
 def test_odd_sizes_are_padded_for_networks_that_need_a_multiple(imgen, engine_plugin, tmp_path):

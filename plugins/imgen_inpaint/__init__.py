@@ -41,6 +41,7 @@ def register_models(register):
             load=_load,
             default=True,
             weights=str(WEIGHTS / "inpaint.safetensors"),
+            channels_last=True,
             description="Harmonic fill refined by a LaMa-style Fourier-convolution network (patch-GAN loss), trained by imgen",
         )
     )
