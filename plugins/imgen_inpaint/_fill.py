@@ -167,8 +167,8 @@ def _batches(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]):
     A mask of many specks makes hundreds of small crops, and one call per crop would cost more in
     per-call overhead than in filling. Crops up to SMALL pixels a side are grown to a shape rounded
     up to a multiple of ROUND (more context, shifted to stay inside the image) and filled up to
-    BATCH at a time; larger crops go one per call, in order. Crops of one call do not see each
-    other's fills, only their own holes' context, like any hole still to be filled.
+    BATCH at a time; larger crops go one per call. Crops of one call do not see each other's
+    fills: to each, the other's holes are holes still to be filled.
     """
     h, w = size
     groups: dict[tuple[int, int], list] = defaultdict(list)
