@@ -221,11 +221,9 @@ def test_holes_whose_contexts_overlap_share_one_crop():
 
 def test_many_specks_each_lie_inside_the_crop_that_owns_them():
     from imgen_inpaint._fill import CELL, regions
+    from imgen_inpaint.masks import specks
 
-    rng = np.random.default_rng(0)
-    mask = np.zeros((1500, 2000), bool)
-    for y, x in zip(rng.integers(0, 1496, 400), rng.integers(0, 1996, 400)):
-        mask[y:y + 4, x:x + 4] = True
+    mask = specks(1500, 2000, 400, np.random.default_rng(0))
     boxes, label = regions(mask)
     assert 1 < len(boxes) < 400  # neighbours merged, far ones not
     assert set(np.unique(label)) == {-1, *range(len(boxes))}
@@ -246,11 +244,9 @@ def test_a_thin_stroke_gets_a_thin_crop():
 
 def test_small_crops_are_batched_in_shapes_that_hold_them():
     from imgen_inpaint._fill import BATCH, regions, _batches
+    from imgen_inpaint.masks import specks
 
-    rng = np.random.default_rng(0)
-    mask = np.zeros((1500, 2000), bool)
-    for y, x in zip(rng.integers(0, 1496, 400), rng.integers(0, 1996, 400)):
-        mask[y:y + 4, x:x + 4] = True
+    mask = specks(1500, 2000, 400, np.random.default_rng(0))
     mask[200:500, 200:500] = True  # one large hole, filled in a call of its own
     boxes, _ = regions(mask)
     batches = list(_batches(boxes, mask.shape))

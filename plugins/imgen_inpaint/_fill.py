@@ -176,7 +176,7 @@ def _batches(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]):
         if max(bottom - top, right - left) > SMALL:
             yield [(k, (top, left, bottom, right))]
             continue
-        shape = (min(-(-(bottom - top) // ROUND) * ROUND, h), min(-(-(right - left) // ROUND) * ROUND, w))
+        shape = (min(math.ceil((bottom - top) / ROUND) * ROUND, h), min(math.ceil((right - left) / ROUND) * ROUND, w))
         top = min(max(top - (shape[0] - (bottom - top)) // 2, 0), h - shape[0])
         left = min(max(left - (shape[1] - (right - left)) // 2, 0), w - shape[1])
         group = groups[shape]

@@ -1,4 +1,5 @@
-"""Random free-form masks in the manner of LaMa's generator: thick strokes and boxes of many sizes.
+"""Random free-form masks in the manner of LaMa's generator: thick strokes and boxes of many sizes;
+and scattered specks, as dust on a scan.
 
 Used by the training recipe, the benchmark and the tests; numpy only.
 """
@@ -52,3 +53,11 @@ def random_mask(height: int, width: int, rng: np.random.Generator, coverage: tup
                 _box(mask, rng)
         if mask.mean() <= high:
             return mask
+
+
+def specks(height: int, width: int, count: int, rng: np.random.Generator, size: int = 4) -> np.ndarray:
+    """A (height, width) bool mask of `count` size x size squares at uniformly random places."""
+    mask = np.zeros((height, width), bool)
+    for y, x in zip(rng.integers(0, height - size, count), rng.integers(0, width - size, count)):
+        mask[y : y + size, x : x + size] = True
+    return mask
