@@ -20,10 +20,11 @@ MAX_SIGMA = 75.0
 def _load(weights: str | Path = WEIGHTS / "ffdnet.safetensors"):
     from safetensors.torch import load_file
 
-    from ._net import FFDNet
+    from ._net import FFDNet, config_from_state
 
-    net = FFDNet()
-    net.load_state_dict(load_file(str(weights)))
+    state = load_file(str(weights))
+    net = FFDNet(**config_from_state(state))
+    net.load_state_dict(state)
     return net
 
 

@@ -1,6 +1,6 @@
 """The denoising network: FFDNet-style, conditioned on a noise-level map.
 
-Importable without the host CLI; the shipped weights load into `FFDNet()` with its defaults.
+Importable without the host CLI; `config_from_state` gives the sizes of a weights file.
 """
 
 from __future__ import annotations
@@ -80,3 +80,13 @@ class FFDNet(nn.Module):
         feats = F.relu(self.head(torch.cat([F.pixel_unshuffle(xp, 2), level], 1)), inplace=True)
         noise = F.pixel_shuffle(self.tail(self.body(feats)), 2)
         return (xp - noise)[..., :h, :w]
+
+
+def config_from_state(state: dict) -> dict:
+    """FFDNet keyword arguments that match a state dict (channels, features, blocks), so weights
+    trained with other sizes load without being told them."""
+    return {
+        "channels": state["tail.weight"].shape[0] // 4,
+        "features": state["head.weight"].shape[0],
+        "blocks": len({k.split(".")[1] for k in state if k.startswith("body.")}),
+    }

@@ -24,10 +24,11 @@ DENOISE = 4.0
 def _load():
     from safetensors.torch import load_file
 
-    from ._net import CurveNet
+    from ._net import CurveNet, config_from_state
 
-    net = CurveNet()
-    net.load_state_dict(load_file(str(WEIGHTS)))
+    state = load_file(str(WEIGHTS))
+    net = CurveNet(**config_from_state(state))
+    net.load_state_dict(state)
     return net
 
 

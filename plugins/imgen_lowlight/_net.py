@@ -165,3 +165,9 @@ def smooth_noise(x: torch.Tensor, start: int, stop: int, eps: float, radius: int
     keep = var.div_(var + eps)
     centre = xb[:, :, radius : radius + stop - start, radius : radius + x.shape[-1]]
     return mean.add_((centre - mean).mul_(keep))
+
+
+def config_from_state(state: dict) -> dict:
+    """CurveNet keyword arguments that match a state dict: the width. `iterations` and `size` are
+    not in the tensors (the recipe records iterations in the file's metadata) and keep their defaults."""
+    return {"channels": state["conv1.weight"].shape[0]}

@@ -32,10 +32,11 @@ def _resolve_style(value: str) -> str | None:
 def _load():
     from safetensors.torch import load_file
 
-    from ._net import Restyler
+    from ._net import Restyler, config_from_state
 
-    net = Restyler()
-    net.load_state_dict(load_file(str(WEIGHTS / "restyle.safetensors")))
+    state = load_file(str(WEIGHTS / "restyle.safetensors"))
+    net = Restyler(**config_from_state(state))
+    net.load_state_dict(state)
     return net
 
 

@@ -103,3 +103,8 @@ class Restyler(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
+
+
+def config_from_state(state: dict) -> dict:
+    """Restyler keyword arguments that match a state dict: the width of the first level."""
+    return {"width": state["encoder.level1.0.weight"].shape[0]}
