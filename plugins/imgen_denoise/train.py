@@ -1,27 +1,26 @@
 """Training recipe for the denoise model: synthetic Gaussian noise on the project's photos.
 
-    PYTHONPATH=plugins:. python -m imgen_denoise.train --out runs/denoise
-    PYTHONPATH=plugins:. python -m imgen_denoise.train --out runs/denoise --resume runs/denoise/last.pt
+    PYTHONPATH=plugins:. python -m imgen_denoise.train --run runs/denoise
+    PYTHONPATH=plugins:. python -m imgen_denoise.train --run runs/denoise --resume
 
 Random patches of the training photos get additive Gaussian noise with sigma uniform in 0..75 (on
 the 0-255 scale), clipped to 0..1 and rounded to 8 bits as a noisy PNG would be; the network sees
 sigma / 255 as its noise map. Validation PSNR per sigma (15, 25, 50) on fixed crops of the
-held-out photos is logged, and `--export` writes the weights the plugin ships.
+held-out photos is logged and the best so far kept in RUN/best.safetensors; `--export` gets the
+weights of the last step (the common arguments are imgen_cli.recipes').
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
-from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_cli import recipes
+from imgen_cli.datasets import image_files, load_rgb, split
+from imgen_cli.metrics import psnr
 from imgen_denoise._net import FFDNet
 
 VAL_SIGMAS = (15, 25, 50)
@@ -43,11 +42,6 @@ def make_grey(clean: torch.Tensor, noisy: torch.Tensor, sigma: torch.Tensor, cou
     grey = clean[:count].mean(1, keepdim=True)
     clean[:count] = grey
     noisy[:count] = add_noise(grey, sigma[:count])
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = F.mse_loss(a.clamp(0, 1), b).item()
-    return 10 * math.log10(1 / max(mse, 1e-12))
 
 
 class Patches:
@@ -91,82 +85,48 @@ def validate(model: FFDNet, val) -> dict[int, float]:
     model.eval()
     scores: dict[int, list[float]] = {s: [] for s in VAL_SIGMAS}
     for s, clean, noisy in val:
-        scores[s].append(psnr(model(noisy, s / 255), clean))
+        scores[s].append(psnr(recipes.as_image(clean), recipes.as_image(model(noisy, s / 255))))
     model.train()
     return {s: float(np.mean(v)) for s, v in scores.items()}
 
 
-def export(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().float().contiguous() for k, v in state.items()}, str(path))
-
-
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=None, help="folder of photos (default: data_root()/photos)")
-    ap.add_argument("--out", default="runs/denoise", help="checkpoints and logs go here")
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch", type=int, default=16)
+    ap = recipes.arguments(__doc__, run="runs/denoise", steps=2000, batch=16, lr=1e-3, val_every=250, save_minutes=4.0)
     ap.add_argument("--patch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--features", type=int, default=64)
     ap.add_argument("--blocks", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-every", type=int, default=250)
     ap.add_argument("--val-crop", type=int, default=256)
-    ap.add_argument("--save-minutes", type=float, default=4.0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--resume", default=None, help="checkpoint to continue from (its step, optimizer and RNG states)")
-    ap.add_argument("--stop-at", type=int, default=None,
-                    help="save last.pt and stop after this step, the schedule still spanning --steps")
-    ap.add_argument("--export", default=None, help="write the final weights here as .safetensors")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    folder = Path(args.data) if args.data else data_root() / "photos"
-    if (folder / "photos").is_dir():
-        folder = folder / "photos"
-    train_files, val_files = split(image_files(folder))
-    print(f"train on {len(train_files)} photos, validate on {[p.stem for p in val_files]}", flush=True)
+    run = recipes.start(args)
+    log = recipes.Log(run)
+    train_files, val_files = split(image_files(recipes.dataset(args)))
+    log(f"train on {len(train_files)} photos, validate on {[p.stem for p in val_files]}")
     train_images = [load_rgb(p) for p in train_files]
     val = validation_set([load_rgb(p) for p in val_files], args.val_crop, args.seed)
 
     model = FFDNet(features=args.features, blocks=args.blocks)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     rng = np.random.default_rng(args.seed)
-    step, best = 0, -1.0
-    if args.resume:
-        ck = torch.load(args.resume, map_location="cpu", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, best = int(ck["step"]), float(ck["best"])
-        torch.set_rng_state(ck["torch_rng"])
-        rng.bit_generator.state = _rng_state_from_tensor(ck["np_rng"])
-        print(f"resumed {args.resume} at step {step}", flush=True)
+    objects, rngs = {"model": model, "optimizer": opt}, {"patches": rng}
+    state = recipes.restore(args, objects, rngs, log)
+    step, best = state["step"], state.get("best", -1.0)
     patches = Patches(train_images, args.patch, rng)
     # A short warm-up keeps Adam's first, poorly estimated steps small.
     warm = max(1, args.steps // 50)
 
     def lr_at(i: int) -> float:
-        if i < warm:
-            return args.lr * (i + 1) / warm
-        return 1e-6 + 0.5 * (args.lr - 1e-6) * (1 + math.cos(math.pi * (i - warm) / max(1, args.steps - warm)))
+        return recipes.cosine(i, args.steps, args.lr, warmup=warm, floor=1e-6)
 
-    def save(path: Path) -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "torch_rng": torch.get_rng_state(), "np_rng": _rng_state_to_tensor(rng)}, path)
+    def save() -> None:
+        recipes.save_checkpoint(run / recipes.CHECKPOINT, step, objects, rngs, best=best)
 
     model.train()
     t0 = last_save = time.time()
     run_loss = 0.0
-    end = min(args.steps, args.stop_at or args.steps)
+    end = recipes.stop_step(args)
     while step < end:
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+        recipes.set_lr(opt, lr_at(step))
         clean = patches.batch(args.batch)
         sigma = torch.rand(args.batch) * (MAX_SIGMA / 255)
         noisy = add_noise(clean, sigma)
@@ -179,38 +139,23 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         run_loss += loss.item()
         if step % 50 == 0:
-            print(f"step {step} loss {run_loss / 50 * 255:.3f}/255 lr {lr_at(step):.2e} {time.time() - t0:.0f}s", flush=True)
+            log(f"step {step} loss {run_loss / 50 * 255:.3f}/255 lr {lr_at(step):.2e} {time.time() - t0:.0f}s")
             run_loss = 0.0
         if step % args.val_every == 0 or step == args.steps:
             scores = validate(model, val)
             mean = float(np.mean(list(scores.values())))
             line = " ".join(f"s{s}={v:.2f}" for s, v in scores.items())
-            print(f"val step {step} {line} mean={mean:.3f}", flush=True)
+            log(f"val step {step} {line} mean={mean:.3f}")
             if mean > best:
                 best = mean
-                export(model.state_dict(), out / "best.safetensors")
-            save(out / "last.pt")
+                recipes.export(model.state_dict(), run / "best.safetensors")
+            save()
             last_save = time.time()
         elif time.time() - last_save > args.save_minutes * 60:
-            save(out / "last.pt")
+            save()
             last_save = time.time()
-    save(out / "last.pt")
-    if args.export:
-        export(model.state_dict(), Path(args.export))
-        print(f"exported {args.export}", flush=True)
-
-
-def _rng_state_to_tensor(rng: np.random.Generator) -> torch.Tensor:
-    # weights_only checkpoints hold tensors, not dicts of Python ints, so pack the PCG64 state.
-    s = rng.bit_generator.state
-    words = [s["state"]["state"], s["state"]["inc"], s["has_uint32"], s["uinteger"]]
-    return torch.tensor([[(w >> (32 * k)) & 0xFFFFFFFF for k in range(4)] for w in words], dtype=torch.int64)
-
-
-def _rng_state_from_tensor(t: torch.Tensor) -> dict:
-    words = [sum(int(v) << (32 * k) for k, v in enumerate(row)) for row in t.tolist()]
-    return {"bit_generator": "PCG64", "state": {"state": words[0], "inc": words[1]},
-            "has_uint32": words[2], "uinteger": words[3]}
+    save()
+    log(f"exported step {step} to {recipes.export(model.state_dict(), recipes.export_path(args))}")
 
 
 if __name__ == "__main__":

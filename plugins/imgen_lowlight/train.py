@@ -1,15 +1,17 @@
 """Training recipe for the lowlight curve network (zero-reference, no paired ground truth).
 
-    PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight
-    PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --resume runs/lowlight/last.pt
-    PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --export-only \
-        --resume runs/lowlight/last.pt
+    PYTHONPATH=plugins:. python -m imgen_lowlight.train --run runs/lowlight
+    PYTHONPATH=plugins:. python -m imgen_lowlight.train --run runs/lowlight --resume
+    PYTHONPATH=plugins:. python -m imgen_lowlight.train --run runs/lowlight --export-only --resume CKPT
 
 The shipped weights (a 1600-step schedule cut short to fit the session, see docs/lowlight.md):
 
-    PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --steps 1600 --stop-after 899 \
-        && PYTHONPATH=plugins:. python -m imgen_lowlight.train --out runs/lowlight --steps 1150 \
-        --resume runs/lowlight/last.pt
+    PYTHONPATH=plugins:. python -m imgen_lowlight.train --run runs/lowlight --steps 1600 --stop-at 899 \
+        && PYTHONPATH=plugins:. python -m imgen_lowlight.train --run runs/lowlight --steps 1150 --resume \
+        --export plugins/imgen_lowlight/weights/lowlight.safetensors
+
+Common arguments (--run, --resume, --export, ...) are imgen_cli.recipes'; --export gets the
+weights of the last step.
 
 Inputs are crops of the training photos re-exposed as k*x^g (k 0.1..0.7, g 1..3, one in five left
 as shot) with mild Poisson-Gaussian noise. The clean photo is never used by a loss: every target
@@ -36,20 +38,19 @@ illumination smoothness (total variation of the curve maps).
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_cli import recipes
+from imgen_cli.datasets import image_files, load_rgb, split
+from imgen_cli.metrics import psnr
 from imgen_lowlight._net import CurveNet, apply_curves
 
-WEIGHTS = Path(__file__).resolve().parent / "weights" / "lowlight.safetensors"
 DISPLAY_GAMMA = 2.2
 
 
@@ -140,70 +141,40 @@ def validation_set(files) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return pairs
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(((a - b) ** 2).mean()))
+def export(model: CurveNet, path) -> None:
+    recipes.export(model.state_dict(), path, metadata={"arch": "CurveNet", "iterations": str(model.iterations)})
 
 
-def export(model: CurveNet, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"arch": "CurveNet", "iterations": str(model.iterations)})
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=None, help="dataset folder holding photos/ (default: data_root())")
-    ap.add_argument("--out", default="runs/lowlight", help="checkpoints and log")
-    ap.add_argument("--resume", default=None, help="checkpoint to continue from")
-    ap.add_argument("--steps", type=int, default=1600, help="length of the learning-rate schedule")
-    ap.add_argument("--stop-after", type=int, default=None,
-                    help="save and stop at this step (resume later, possibly with another --steps)")
-    ap.add_argument("--batch", type=int, default=8)
+def main(argv: list[str] | None = None) -> None:
+    ap = recipes.arguments(__doc__, run="runs/lowlight", steps=1600, batch=8, lr=1e-3, val_every=250)
     ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint-every", type=float, default=180, help="seconds")
-    ap.add_argument("--export", default=str(WEIGHTS), help="where the final weights go")
-    ap.add_argument("--export-only", action="store_true", help="export --resume and stop")
-    args = ap.parse_args()
+    ap.add_argument("--export-only", action="store_true", help="export the --resume checkpoint and stop")
+    args = ap.parse_args(argv)
 
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
+    run = recipes.start(args)
+    log = recipes.Log(run)
     gen = torch.Generator().manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
     model = CurveNet()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    step = 0
-    if args.resume:
-        ck = torch.load(args.resume, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step = int(ck["step"])
-        gen.set_state(ck["gen"])
+    objects, rngs = {"model": model, "optimizer": opt}, {"gen": gen}
+    step = recipes.restore(args, objects, rngs, log)["step"]
     if args.export_only:
-        export(model, Path(args.export))
-        print(f"exported step {step} to {args.export}", flush=True)
+        export(model, recipes.export_path(args))
+        log(f"exported step {step} to {recipes.export_path(args)}")
         return
 
-    train_files, val_files = split(image_files(data_root(args.data) / "photos"))
+    train_files, val_files = split(image_files(recipes.dataset(args)))
     data = Photos(train_files, args.crop, gen)
     val = validation_set(val_files)
-    print(f"{len(train_files)} training photos, {len(val_files)} held out; from step {step}", flush=True)
-
-    def save(name: str) -> None:
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "gen": gen.get_state()}, out / name)
+    log(f"{len(train_files)} training photos, {len(val_files)} held out; from step {step}")
 
     last_save = time.time()
     t0 = time.time()
-    stop = min(args.steps, args.stop_after or args.steps)
+    stop = recipes.stop_step(args)
     while step < stop:
-        lr = args.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * step / args.steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+        # The floor keeps the last steps learning: the shipped run was cut short and annealed.
+        lr = recipes.cosine(step, args.steps, args.lr, floor=0.02 * args.lr)
+        recipes.set_lr(opt, lr)
         x = data.sample(args.batch)
         exposure = 0.35 + 0.3 * torch.rand(args.batch, generator=gen)
         model.train()
@@ -217,22 +188,20 @@ def main() -> None:
         step += 1
         if step % 50 == 0:
             terms = " ".join(f"{k} {v.item():.5f}" for k, v in parts.items())
-            print(f"step {step} loss {loss.item():.5f} {terms} lr {lr:.2e} {(time.time() - t0) / 50:.2f}s/step", flush=True)
+            log(f"step {step} loss {loss.item():.5f} {terms} lr {lr:.2e} {(time.time() - t0) / 50:.2f}s/step")
             t0 = time.time()
-        if step % 250 == 0 or step == args.steps:
+        if step % args.val_every == 0 or step == args.steps:
             model.eval()
-            dark = sum(psnr(model(d), c) for c, d in val) / len(val)
-            same = sum(psnr(model(c), c) for c, _ in val) / len(val)
-            print(f"step {step} val: dark(k=.25,g=2.2) {dark:.2f} dB, well-exposed kept {same:.2f} dB", flush=True)
-        if time.time() - last_save > args.checkpoint_every:
-            save("last.pt")
+            dark = sum(psnr(recipes.as_image(c), recipes.as_image(model(d))) for c, d in val) / len(val)
+            same = sum(psnr(recipes.as_image(c), recipes.as_image(model(c))) for c, _ in val) / len(val)
+            log(f"step {step} val: dark(k=.25,g=2.2) {dark:.2f} dB, well-exposed kept {same:.2f} dB")
+        if time.time() - last_save > args.save_minutes * 60:
+            recipes.save_checkpoint(run / recipes.CHECKPOINT, step, objects, rngs)
             last_save = time.time()
-    save("last.pt")
-    if step < args.steps:
-        print(f"stopped at step {step}; continue with --resume {out / 'last.pt'}", flush=True)
-        return
-    export(model, Path(args.export))
-    print(f"done at step {step}; weights in {args.export}", flush=True)
+    recipes.save_checkpoint(run / recipes.CHECKPOINT, step, objects, rngs)
+    export(model, recipes.export_path(args))
+    log(f"stopped at step {step} of {args.steps}; weights in {recipes.export_path(args)}"
+        + (f"; continue with --resume {run / recipes.CHECKPOINT}" if step < args.steps else ""))
 
 
 if __name__ == "__main__":

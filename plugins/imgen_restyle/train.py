@@ -1,8 +1,7 @@
 """Training recipe for the restyle network: autoencoder plus AdaIN stylisation, trained together.
 
-    PYTHONPATH=plugins:. python -m imgen_restyle.train --out runs/restyle \
-        --export plugins/imgen_restyle/weights/restyle.safetensors
-    (add --resume to continue from runs/restyle/last.pt)
+    PYTHONPATH=plugins:. python -m imgen_restyle.train --run runs/restyle
+    PYTHONPATH=plugins:. python -m imgen_restyle.train --run runs/restyle --resume
 
 Content patches come from the training photos (at half size), style patches from the training
 styles (long side 512, the size the plugin gives style images). Four held-out styles (VAL_STYLES)
@@ -13,24 +12,24 @@ and the project's held-out photos are never trained on. The loss of a step is
                   levels 2-3) of output and content: structure without its statistics;
   style           squared distance between per-channel means and standard deviations of every
                   random-feature level (and of the pixels) of output and style.
-Validation (fixed crops of held-out photos x held-out styles) is logged every --val-every steps;
-the best checkpoint by validation loss is exported.
+Validation (fixed crops of held-out photos x held-out styles) is logged every --val-every steps
+and the best weights by validation loss are kept in RUN/best.safetensors; `--export` gets those
+best weights when the run stops (the common arguments are imgen_cli.recipes').
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file
 
-from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_cli import recipes
+from imgen_cli.datasets import image_files, load_rgb, split
 from imgen_restyle._features import RandomFeatures
 from imgen_restyle._net import Restyler, moments
 
@@ -101,52 +100,32 @@ def losses(net: Restyler, features: RandomFeatures, content: torch.Tensor, style
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None, help="dataset folder with photos/ and styles/ (default: data_root())")
-    parser.add_argument("--out", default="runs/restyle", help="checkpoint folder")
-    parser.add_argument("--export", default=None, help="write the best weights here (.safetensors)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--batch", type=int, default=4)
+    parser = recipes.arguments(__doc__, run="runs/restyle", steps=6000, batch=4, lr=1e-3, val_every=100)
     parser.add_argument("--patch", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--val-every", type=int, default=100)
-    parser.add_argument("--save-minutes", type=float, default=3.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    run = recipes.start(args)
+    log = recipes.Log(run)
     rng = np.random.default_rng(args.seed)
-    root = data_root(args.data)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
-    photos_train, photos_val = split(image_files(root / "photos"))
-    styles_train, styles_val = split(image_files(root / "styles"), VAL_STYLES)
+    photos_train, photos_val = split(image_files(recipes.dataset(args, "photos")))
+    styles_train, styles_val = split(image_files(recipes.dataset(args, "styles")), VAL_STYLES)
     photos = [resize_long(load_rgb(p), 768) for p in photos_train]
     styles = [resize_long(load_rgb(p), STYLE_SIDE) for p in styles_train]
     val_content = [resize_long(load_rgb(p), 768) for p in photos_val]
     val_content = to_tensor([im[im.shape[0] // 2 - 96:im.shape[0] // 2 + 96, im.shape[1] // 2 - 96:im.shape[1] // 2 + 96]
                              for im in val_content])
     val_styles = [to_tensor([crop4(resize_long(load_rgb(p), 256))]) for p in styles_val]
-    print(f"{len(photos)} training photos, {len(styles)} training styles; "
-          f"validation {len(photos_val)} photos x {len(styles_val)} styles", flush=True)
+    log(f"{len(photos)} training photos, {len(styles)} training styles; "
+        f"validation {len(photos_val)} photos x {len(styles_val)} styles")
 
     net = Restyler(args.width)
     features = RandomFeatures()
     optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    step, best = 0, math.inf
-    if args.resume and (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", weights_only=True)
-        net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, best = state["step"], state["best"]
-        rng = np.random.default_rng([args.seed, step])
-        torch.manual_seed(args.seed + step)
-        print(f"resumed at step {step} (best validation {best:.4f})", flush=True)
+    objects, rngs = {"model": net, "optimizer": optimizer}, {"patches": rng}
+    state = recipes.restore(args, objects, rngs, log)
+    step, best = state["step"], state.get("best", math.inf)
 
     def validate() -> dict:
         net.eval()
@@ -159,15 +138,14 @@ def main(argv=None) -> None:
         net.train()
         return totals
 
-    def save(name: str) -> None:
-        torch.save({"net": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best},
-                   out / name)
+    def save() -> None:
+        recipes.save_checkpoint(run / recipes.CHECKPOINT, step, objects, rngs, best=best)
 
     last_save, start, running = time.time(), time.time(), {}
-    while step < args.steps:
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * step / args.steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    stop = recipes.stop_step(args)
+    while step < stop:
+        lr = recipes.cosine(step, args.steps, args.lr)
+        recipes.set_lr(optimizer, lr)
         content = random_patches(photos, args.batch, args.patch, rng)
         style = random_patches(styles, args.batch, args.patch + 32, rng)
         parts = losses(net, features, content, style)
@@ -180,19 +158,22 @@ def main(argv=None) -> None:
         if step % args.val_every == 0 or step == args.steps:
             val = validate()
             train = " ".join(f"{k} {v / args.val_every:.4f}" for k, v in running.items())
-            print(f"step {step} lr {lr:.2e} {time.time() - start:.0f}s | train {train} | val "
-                  + " ".join(f"{k} {v:.4f}" for k, v in val.items()), flush=True)
+            log(f"step {step} lr {lr:.2e} {time.time() - start:.0f}s | train {train} | val "
+                + " ".join(f"{k} {v:.4f}" for k, v in val.items()))
             running = {}
             if val["total"] < best:
                 best = val["total"]
-                save("best.pt")
-                if args.export:
-                    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.export)
-                print(f"  new best {best:.4f}", flush=True)
+                recipes.export(net.state_dict(), run / "best.safetensors")
+                log(f"  new best {best:.4f}")
         if time.time() - last_save > args.save_minutes * 60:
-            save("last.pt")
+            save()
             last_save = time.time()
-    save("last.pt")
+    save()
+    best_file = run / "best.safetensors"
+    if best_file.exists():
+        log(f"exported the best weights ({best:.4f}) to {recipes.export(load_file(str(best_file)), recipes.export_path(args))}")
+    else:
+        log(f"stopped at step {step} before any validation: nothing to export")
 
 
 if __name__ == "__main__":
