@@ -1,6 +1,7 @@
 """The training-recipe kit (imgen_cli.recipes): schedule, checkpoints that resume exactly, exports."""
 
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -131,6 +132,17 @@ RECIPES = {
     "imgen_lowlight.train": ["--crop", "32", "--batch", "2"],
     "imgen_restyle.train": ["--patch", "16", "--width", "2", "--batch", "1"],
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _forget_recipes():
+    """Unimport the recipes these tests import: other tests check that loading a model does not
+    import its training code."""
+    yield
+    for name in [n for n in sys.modules if n.startswith("imgen_") and n.endswith(".train")]:
+        package = sys.modules.pop(name).__name__.rpartition(".")[0]
+        if hasattr(sys.modules.get(package), "train"):
+            delattr(sys.modules[package], "train")
 
 
 @pytest.fixture(scope="module")
