@@ -19,11 +19,12 @@ import click
 from . import __version__
 from .contract import Command
 from .errors import INTERRUPTED, BROKEN_PIPE, USAGE, ImgenError, PluginError, UsageError
+from .metrics_cli import metrics
 from .options import shared_params, verbosity_options
 from .plugins import Registry, get_registry
 
 CHAIN = "+"
-HOST_COMMANDS = ("plugins", "models")
+HOST_COMMANDS = ("plugins", "models", "metrics")
 
 
 class Reporter:
@@ -393,6 +394,9 @@ def models(as_json):
         row["name"], row["task"] or "any", f"x{row['scale']}" if row["scale"] else "?",
         "yes" if row["default"] else "", f"{row['bytes'] / 1e6:.1f} MB" if row["bytes"] else "-",
         row["description"]))
+
+
+cli.add_command(metrics)
 
 
 def _listing(rows: list[dict], as_json: bool, columns: tuple[str, ...], cells) -> None:

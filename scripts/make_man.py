@@ -256,7 +256,9 @@ def command_page(name: str, command: click.Command, root_ctx: click.Context, ver
     if arguments:
         lines += [".SH ARGUMENTS"]
         for argument in arguments:
-            lines += [".TP", placeholders(metavar(argument, ctx) or argument.name.upper()), text_line(ARGUMENT_HELP)]
+            # Commands with arguments of their own (imgen metrics) describe them in DESCRIPTION.
+            text = ARGUMENT_HELP if argument.name == "inputs" else "See DESCRIPTION."
+            lines += [".TP", placeholders(metavar(argument, ctx) or argument.name.upper()), text_line(text)]
     lines += [".SH OPTIONS"]
     for option in options:
         lines += option_entry(option, ctx)

@@ -43,7 +43,7 @@ def test_one_page_per_builtin_and_host_command():
     registry = make_man.builtin_registry()
     builtin = [name for name, owner in registry.command_owner.items() if registry.plugins[owner].builtin]
     assert builtin, "the built-in plugins register commands"
-    expected = {"imgen.1", "imgen-plugins.1", "imgen-models.1", *(f"imgen-{name}.1" for name in builtin)}
+    expected = {"imgen.1", "imgen-plugins.1", "imgen-models.1", "imgen-metrics.1", *(f"imgen-{name}.1" for name in builtin)}
     assert set(PAGES) == expected
 
 

@@ -173,3 +173,179 @@ def test_niqe_refuses_images_smaller_than_a_patch_and_flat_ones():
         niqe(np.zeros((95, 200, 3), np.uint8))
     with pytest.raises(ValueError, match="no textured patch"):
         niqe(np.full((200, 200), 128, np.uint8))
+
+
+# -- imgen metrics through the CLI ----------------------------------------------------------------
+
+
+def save(path: Path, array: np.ndarray) -> Path:
+    from imgen_cli import io
+
+    data, _ = io.encode(io.Picture(array, "png"), io.format_for_path(path) or "png")
+    path.write_bytes(data)
+    return path
+
+
+def scores(result) -> dict:
+    import json
+
+    assert result.stdout.lstrip().startswith("{"), result.stdout
+    return json.loads(result.stdout)
+
+
+def test_cli_file_pair_as_json_matches_the_library(imgen, tmp_path):
+    from imgen_cli.metrics import ms_ssim, psnr, ssim
+
+    ref = read(DATA / "kite.png")
+    out = noisy(ref, 10)
+    save(tmp_path / "out.png", out)
+    result = imgen(["metrics", DATA / "kite.png", "out.png", "--json", "--channel", "y", "--crop-border", "2"])
+    assert result.exit_code == 0, result.stderr
+    report = scores(result)
+    (pair,) = report["pairs"]
+    conventions = dict(channel="y", crop_border=2)
+    assert pair["psnr"] == pytest.approx(psnr(ref, out, **conventions))
+    assert pair["ssim"] == pytest.approx(ssim(ref, out, **conventions))
+    assert pair["ms_ssim"] == pytest.approx(ms_ssim(ref, out, **conventions))
+    assert pair["bits"] == 8 and pair["error"] is None and report["failed"] == 0
+    assert report["mean"]["psnr"] == pytest.approx(pair["psnr"])
+    assert (report["channel"], report["crop_border"]) == ("y", 2)
+
+
+def test_cli_folders_are_matched_by_stem_and_a_missing_match_fails_its_pair(imgen, tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "out").mkdir()
+    for name in ("bridge", "kite", "wood"):
+        save(tmp_path / "ref" / f"{name}.png", read(DATA / f"{name}.png"))
+    save(tmp_path / "out" / "bridge.png", noisy(read(DATA / "bridge.png"), 5))
+    save(tmp_path / "out" / "kite.jpg", read(DATA / "kite.png"))  # JPEG q95: same stem, other format
+    result = imgen(["metrics", "ref", "out", "--json"])
+    assert result.exit_code == 1
+    report = scores(result)
+    by_ref = {Path(p["ref"]).stem: p for p in report["pairs"]}
+    assert Path(by_ref["kite"]["out"]).name == "kite.jpg" and by_ref["kite"]["psnr"] > 35
+    assert by_ref["bridge"]["psnr"] < by_ref["kite"]["psnr"]
+    assert by_ref["wood"]["error"] and by_ref["wood"]["psnr"] is None
+    assert report["failed"] == 1
+    assert report["mean"]["psnr"] == pytest.approx((by_ref["bridge"]["psnr"] + by_ref["kite"]["psnr"]) / 2)
+    errors = result.stderr.strip().splitlines()
+    assert errors == [f"imgen: error: {Path('ref') / 'wood.png'}: no image named wood.* in out"]
+
+
+def test_cli_mismatched_sizes_fail_with_both_sizes_unless_aligned(imgen, tmp_path):
+    ref = read(DATA / "wood.png")
+    save(tmp_path / "ref.png", ref)
+    save(tmp_path / "sr.png", ref[:252, :255])  # what a x4 modcrop of 256x255 leaves
+    save(tmp_path / "tiny.png", ref[:200, :200])
+    result = imgen(["metrics", "ref.png", "sr.png"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("imgen: error: sr.png: size differs: 255x252, the reference ref.png is "
+                                     "256x256 (--align scale crops a modcrop difference)")
+    aligned = imgen(["metrics", "ref.png", "sr.png", "--align", "scale", "--json"])
+    assert aligned.exit_code == 0, aligned.stderr
+    assert scores(aligned)["pairs"][0]["psnr"] is None  # identical once cropped: infinite, null in JSON
+    assert scores(aligned)["pairs"][0]["aligned"] == "255x252"
+    refused = imgen(["metrics", "ref.png", "tiny.png", "--align", "scale"])
+    assert refused.exit_code == 1 and "8 pixels or more" in refused.stderr
+
+
+def test_cli_grey_against_rgb_and_the_table(imgen, tmp_path):
+    grey = read(DATA / "bridge.png")[:, :, :1]
+    save(tmp_path / "grey.png", grey)
+    save(tmp_path / "rgb.png", np.repeat(grey, 3, axis=2))
+    save(tmp_path / "rgb-noisy.png", noisy(np.repeat(grey, 3, axis=2), 8))
+    same = imgen(["metrics", "grey.png", "rgb.png"])
+    assert same.exit_code == 0, same.stderr
+    lines = same.stdout.splitlines()
+    assert lines[0].split() == ["ref", "out", "PSNR", "(dB)", "SSIM", "MS-SSIM"]
+    assert lines[1].split()[:4] == ["grey.png", "rgb.png", "inf", "1.0000"]
+    assert lines[-1] == "channel RGB, crop border 0"
+    differ = scores(imgen(["metrics", "grey.png", "rgb-noisy.png", "--json"]))["pairs"][0]
+    assert 25 < differ["psnr"] < 35
+
+
+def test_cli_16_bit_images_are_compared_in_16_bits(imgen, tmp_path):
+    from imgen_cli.metrics import psnr
+
+    ref = read(DATA / "kite.png").astype(np.uint16) * 257
+    out = ref + np.random.default_rng(2).integers(0, 200, ref.shape).astype(np.uint16)
+    save(tmp_path / "ref16.png", ref)
+    save(tmp_path / "out16.png", out)
+    report = scores(imgen(["metrics", "ref16.png", "out16.png", "--json"]))
+    pair = report["pairs"][0]
+    assert pair["bits"] == 16 and pair["psnr"] == pytest.approx(psnr(ref, out))
+    assert 55 < pair["psnr"] < 80, "an 8-bit comparison would see a difference of at most one level"
+    save(tmp_path / "ref8.png", read(DATA / "kite.png"))
+    mixed = scores(imgen(["metrics", "ref8.png", "ref16.png", "--json"]))["pairs"][0]
+    assert mixed["bits"] == 16 and mixed["psnr"] is None, "x257 is exactly 8 bits widened to 16"
+
+
+def test_cli_csv_has_a_row_per_pair_and_the_mean(imgen, tmp_path):
+    import csv
+
+    save(tmp_path / "out.png", noisy(read(DATA / "kite.png"), 10))
+    result = imgen(["metrics", DATA / "kite.png", "out.png", "--csv"])
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.reader(result.stdout.splitlines()))
+    assert rows[0] == ["ref", "out", "psnr", "ssim", "ms_ssim", "error"]
+    assert rows[1][1] == "out.png" and 27 < float(rows[1][2]) < 30
+    assert rows[2][0] == "mean" and rows[2][2] == rows[1][2]
+
+
+def test_cli_no_reference_niqe_names_its_parameters(imgen, tmp_path):
+    (tmp_path / "set").mkdir()
+    clean = read(ROOT / "examples" / "images" / "raindrops.png")
+    save(tmp_path / "set" / "clean.png", clean)
+    save(tmp_path / "set" / "noisy.png", noisy(clean, 20))
+    save(tmp_path / "set" / "blurred.png", blurred(clean, 3))
+    save(tmp_path / "small.png", clean[:64, :64])
+    result = imgen(["metrics", "--no-ref", "set", "small.png", "--json"])
+    assert result.exit_code == 1
+    report = scores(result)
+    by_name = {Path(r["image"]).name: r for r in report["images"]}
+    assert by_name["clean.png"]["niqe"] < by_name["blurred.png"]["niqe"]
+    assert by_name["clean.png"]["niqe"] < by_name["noisy.png"]["niqe"]
+    assert report["params"].startswith("built-in (19 images") and report["params_sha256"]
+    assert result.stderr.strip() == "imgen: error: small.png: NIQE needs at least 96x96 pixels, not 64x64"
+    table = imgen(["metrics", "--no-ref", "set/clean.png"])
+    assert table.exit_code == 0 and "parameters: built-in (19 images" in table.stdout
+
+
+def test_cli_fit_niqe_writes_a_model_the_scores_then_name(imgen, tmp_path):
+    from imgen_cli.testing import natural_image
+
+    (tmp_path / "pristine").mkdir()
+    for seed in range(3):
+        save(tmp_path / "pristine" / f"p{seed}.png", natural_image(480, 480, seed=seed))
+    save(tmp_path / "pristine" / "held.png", natural_image(480, 480, seed=9))
+    result = imgen(["metrics", "fit-niqe", "pristine", "--exclude", "held", "-o", "mine.npz"])
+    assert result.exit_code == 0, result.stderr
+    assert "from 3 images (1 left out)" in result.stderr
+    report = scores(imgen(["metrics", "--no-ref", "pristine/held.png", "--niqe-params", "mine.npz", "--json"]))
+    assert report["params_file"] == "mine.npz" and report["params"].startswith("mine.npz (3 images")
+    again = imgen(["metrics", "fit-niqe", "pristine", "-o", "mine.npz"])
+    assert again.exit_code == 1 and "exists" in again.stderr
+    bad = imgen(["metrics", "--no-ref", "pristine/held.png", "--niqe-params", "pristine/held.png"])
+    assert bad.exit_code == 2 and "cannot read NIQE parameters" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a.png"], "give REF OUT"),
+    (["a.png", "b.png", "c.png"], "got 3 paths"),
+    (["a.png", "b.png", "--json", "--csv"], "exclude each other"),
+    (["--no-ref", "a.png", "--crop-border", "4"], "--crop-border applies to REF OUT"),
+    (["a.png", "b.png", "--niqe-params", "p.npz"], "goes with --no-ref"),
+    (["--json", "fit-niqe", "dir"], "fit-niqe comes first"),
+])
+def test_cli_usage_errors_exit_2_in_one_line(imgen, args, message):
+    result = imgen(["metrics", *args])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+
+
+def test_cli_unreadable_pair_fails_with_one_line_and_status_1(imgen, tmp_path):
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    result = imgen(["metrics", DATA / "kite.png", "junk.png"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "imgen: error: junk.png: not a supported image (PNG, JPEG, WebP, TIFF, BMP or GIF)"]
