@@ -16,7 +16,6 @@ megapixel come from the same runs.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from types import SimpleNamespace
 
@@ -24,15 +23,11 @@ import numpy as np
 import torch
 
 from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_cli.metrics import psnr
 from imgen_denoise import WEIGHTS, _load, _prepare, _process
 
 SIGMAS = (15, 25, 50)
 NLM_FACTORS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-
-def psnr(clean: np.ndarray, out: np.ndarray) -> float:
-    mse = np.mean((clean.astype(np.float64) - out.astype(np.float64)) ** 2)
-    return 10 * math.log10(255.0**2 / max(mse, 1e-10))
 
 
 def to_u8(x: np.ndarray) -> np.ndarray:

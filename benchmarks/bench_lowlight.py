@@ -6,8 +6,8 @@
 Quality: each held-out photo (imgen_cli.datasets.VALIDATION, never trained on) is darkened
 `--trials` times as x_low = k * x^g (g 1.8..2.6, k 0.15..0.35) with mild Poisson-Gaussian noise
 (photon peak 500..2000 at white, read noise sigma 0.002..0.006) and quantized to 8 bits, with a
-fixed seed. Each method's output is scored against the original photo: PSNR (RGB, 0..1) and SSIM
-(Gaussian window 11/1.5, mean over RGB). Baselines: auto gamma (the power that maps mean luminance
+fixed seed. Each method's output is scored against the original photo with imgen_cli.metrics:
+PSNR (RGB, 0..1) and SSIM (Wang et al.'s Gaussian window 11/1.5, mean over RGB). Baselines: auto gamma (the power that maps mean luminance
 to 0.5), CLAHE on L of Lab (OpenCV, clip 2, 8x8 tiles) and global histogram equalization of Y in
 YCrCb. A second table passes the original photos through unchanged-exposure: a well-exposed photo
 should come out close to itself.
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_cli.metrics import psnr, ssim
 
 
 def darken(x: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
@@ -63,20 +64,6 @@ def to8(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(-10 * np.log10(np.mean((np.clip(a, 0, 1) - b) ** 2)))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.clip(a, 0, 1).astype(np.float64), b.astype(np.float64)
-    c1, c2 = 0.01**2, 0.03**2
-    blur = lambda z: cv2.GaussianBlur(z, (11, 11), 1.5)  # noqa: E731
-    ma, mb = blur(a), blur(b)
-    va, vb, cov = blur(a * a) - ma**2, blur(b * b) - mb**2, blur(a * b) - ma * mb
-    s = ((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-    return float(s.mean())
-
-
 def load_model(weights: str | None):
     import imgen_lowlight
 
@@ -105,15 +92,15 @@ def quality(photos, methods, trials: int, seed: int) -> None:
             low, desc = darken(x, rng)
             row = []
             for name, fn in methods.items():
-                y = fn(low)
-                p, s = psnr(y, x), ssim(y, x)
+                y = np.clip(fn(low), 0, 1)
+                p, s = psnr(x, y), ssim(x, y)
                 scores[name][0].append(p)
                 scores[name][1].append(s)
                 row.append(f"{p:6.2f} dB / {s:.3f}")
             print(f"{path.stem:<12} {desc:<14} " + " ".join(f"{r:>18}" for r in row), flush=True)
         for name, fn in methods.items():
             if name != "dark input":
-                kept[name].append(psnr(fn(x), x))
+                kept[name].append(psnr(x, np.clip(fn(x), 0, 1)))
     print(f"\nmean over {len(scores['dark input'][0])} darkened held-out photos (PSNR dB / SSIM):")
     for name, (p, s) in scores.items():
         print(f"  {name:<14} {statistics.mean(p):6.2f} / {statistics.mean(s):.4f}")

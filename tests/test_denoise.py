@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, assert_light_front_module, read, write
+from imgen_cli.metrics import psnr
 
 CROPS = ("bridge", "kite", "wood")
 
@@ -16,11 +17,6 @@ def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     """Additive Gaussian noise on the 0-255 scale, clipped and rounded as a noisy PNG would be."""
     rng = np.random.default_rng(seed)
     return np.clip(np.round(clean + rng.normal(0, sigma, clean.shape)), 0, 255).astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, top: float = 255.0) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(top**2 / mse)
 
 
 def test_registers_command_and_model(imgen_registry):
@@ -132,7 +128,7 @@ def test_16_bit_and_alpha_survive(imgen, tmp_path):
     out = decode((tmp_path / "out.png").read_bytes()).array
     assert out.dtype == np.uint16 and out.shape == (96, 96, 4)
     assert (out[..., 3] == alpha[..., 0]).all()
-    assert psnr(out[..., :3], clean, 65535) > psnr(rgb, clean, 65535) + 6
+    assert psnr(clean, out[..., :3], data_range=65535) > psnr(clean, rgb, data_range=65535) + 6
 
 
 def test_tta_averages_four_flips_and_denoises_better(imgen, tmp_path):

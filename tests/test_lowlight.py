@@ -9,17 +9,13 @@ import pytest
 from PIL import Image
 
 from conftest import DATA, assert_light_front_module, read, write
+from imgen_cli.metrics import psnr
 
 
 def darken(array: np.ndarray, k: float = 0.25, g: float = 2.2, top: int = 255) -> np.ndarray:
     """The under-exposure of the benchmark, without noise: k * x^g."""
     x = array.astype(np.float64) / top
     return np.round(k * x**g * top).astype(array.dtype)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, top: int = 255) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(top**2 / mse))
 
 
 def run(imgen, args) -> None:

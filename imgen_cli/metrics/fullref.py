@@ -4,8 +4,9 @@ Every function takes the reference first and the image to judge second, as numpy
 (H, W) or (H, W, C), and the same keyword conventions:
 
 - `data_range`: the peak value. By default it follows the dtype: 255 for uint8, 65535 for
-  uint16, 1.0 for floats (taken as 0..1). An 8-bit image compared with a 16-bit one is first
-  widened to 16 bits (x257, exact), so 16-bit pairs are always compared in 16 bits.
+  uint16, 1.0 for floats (taken as 0..1). An 8-bit image compared with a 16-bit one is then
+  first widened to 16 bits (x257, exact), so 16-bit pairs are always compared in 16 bits. An
+  explicit data_range takes the values as they are, whatever their dtypes.
 - `channel`: "rgb" compares every colour channel (SSIM and MS-SSIM are averaged over channels,
   PSNR's mean squared error is over all values); "y" compares BT.601 luma computed as MATLAB's
   rgb2ycbcr does (16..235 on an 8-bit scale, not rounded), the convention of the super-resolution
@@ -133,7 +134,8 @@ def prepare(ref: np.ndarray, out: np.ndarray, data_range: float | None = None, c
     ref, out = np.asarray(ref), np.asarray(out)
     if ref.shape[:2] != out.shape[:2]:
         raise ValueError(f"sizes differ: {_size(ref)} (reference) and {_size(out)}")
-    ref, out = _same_depth(ref, out)
+    if data_range is None:
+        ref, out = _same_depth(ref, out)
     top = float(data_range or data_range_of(ref))
     a, b = _planes(ref), _planes(out)
     if channel == "y":
