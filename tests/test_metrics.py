@@ -348,3 +348,19 @@ def test_cli_unreadable_pair_fails_with_one_line_and_status_1(imgen, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines() == [
         "imgen: error: junk.png: not a supported image (PNG, JPEG, WebP, TIFF, BMP or GIF)"]
+
+
+def test_psnr_over_a_mask_counts_only_its_pixels():
+    from imgen_cli.metrics import psnr
+
+    ref = read(DATA / "kite.png")
+    out = ref.copy()
+    mask = np.zeros(ref.shape[:2], bool)
+    mask[100:140, 60:120] = True
+    out[mask] = noisy(ref, 20)[mask]
+    out[:20] = 0  # outside the mask: ignored
+    diff = ref[mask].astype(np.float64) - out[mask]
+    assert psnr(ref, out, mask=mask) == pytest.approx(10 * np.log10(255**2 / np.mean(diff**2)))
+    assert psnr(ref, out, mask=mask[:, :, None], crop_border=10) == pytest.approx(psnr(ref, out, mask=mask))
+    with pytest.raises(ValueError, match="selects no pixel"):
+        psnr(ref, out, mask=np.zeros_like(mask))

@@ -90,9 +90,21 @@ def crop(image: np.ndarray, border: int) -> np.ndarray:
 
 
 def psnr(ref: np.ndarray, out: np.ndarray, *, data_range: float | None = None, channel: str = "rgb",
-         crop_border: int = 0) -> float:
-    """Peak signal-to-noise ratio in dB (infinite for identical images)."""
+         crop_border: int = 0, mask: np.ndarray | None = None) -> float:
+    """Peak signal-to-noise ratio in dB (infinite for identical images).
+
+    `mask` (H, W), true where pixels count, limits the mean squared error to those pixels (an
+    inpainted hole, say); it is cropped with the image."""
     a, b, top = prepare(ref, out, data_range, channel, crop_border)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        mask = mask[:, :, 0] if mask.ndim == 3 and mask.shape[2] == 1 else mask
+        if mask.shape != np.shape(ref)[:2]:
+            raise ValueError(f"mask is {mask.shape[1::-1]}, the images {_size(np.asarray(ref))}")
+        mask = crop(mask, crop_border)
+        if not mask.any():
+            raise ValueError("the mask selects no pixel")
+        a, b = a[mask][None], b[mask][None]
     # In bands of rows, so that no image-sized temporary is made. Differences are exact in
     # float32 (16-bit values), squares are summed in float64; the casts are numpy's fast ones
     # (np.subtract(..., dtype=float64) on integers and BLAS's float64 dot were 50x slower here).
