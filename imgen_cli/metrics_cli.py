@@ -48,9 +48,16 @@ class MetricsGroup(click.Group):
         return click.Command.collect_usage_pieces(self, ctx)
 
 
+class ScoredPaths(click.Argument):
+    """The images to score; named in `imgen metrics`' usage line, not in its subcommand's."""
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        return super().get_usage_pieces(ctx) if isinstance(ctx.command, MetricsGroup) else []
+
+
 @click.group(cls=MetricsGroup, invoke_without_command=True, no_args_is_help=True,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("paths", nargs=-1, type=click.Path(), metavar="REF OUT | IMAGE...")
+@click.argument("paths", cls=ScoredPaths, nargs=-1, type=click.Path(), metavar="REF OUT | IMAGE...")
 @click.option("--no-ref", is_flag=True, help="Score each IMAGE (files or folders) without a reference: NIQE.")
 @click.option("--channel", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True,
               help="Compare every RGB channel, or BT.601 luma (Y) as super-resolution papers do.")

@@ -326,6 +326,8 @@ def test_cli_fit_niqe_writes_a_model_the_scores_then_name(imgen, tmp_path):
     assert again.exit_code == 1 and "exists" in again.stderr
     bad = imgen(["metrics", "--no-ref", "pristine/held.png", "--niqe-params", "pristine/held.png"])
     assert bad.exit_code == 2 and "cannot read NIQE parameters" in bad.stderr
+    usage = imgen(["metrics", "fit-niqe", "--help"]).stdout.splitlines()[0]
+    assert usage.endswith(" metrics fit-niqe [OPTIONS] DIR"), usage
 
 
 @pytest.mark.parametrize("args, message", [
