@@ -23,9 +23,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from imgen_cli import datasets
+from imgen_cli.metrics import psnr, rgb_to_y
 from imgen_cli.filters import gaussian_blur
 from imgen_sr._net import CompactSR
-from imgen_sr.degrade import degrade_fixed
+from imgen_sr.degrade import degrade_fixed, gaussian_kernel
 
 VAL_CROP = 720  # divisible by 2, 3 and 4, so every scale sees the same HR pixels
 
@@ -36,19 +37,9 @@ def log(msg: str) -> None:
 
 # --- metrics (shared with the benchmark) ------------------------------------------------------
 
-def rgb_to_y(img: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luma in 16..235, as in MATLAB's rgb2ycbcr that SR papers report on."""
-    img = img.astype(np.float64)
-    return 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
-
-
 def psnr_y(a: np.ndarray, b: np.ndarray, border: int) -> float:
-    """Y-channel PSNR of two uint8 RGB images with `border` pixels cropped on every side."""
-    ya, yb = rgb_to_y(a), rgb_to_y(b)
-    if border:
-        ya, yb = ya[border:-border, border:-border], yb[border:-border, border:-border]
-    mse = np.mean((ya - yb) ** 2)
-    return float(10 * math.log10(255.0**2 / max(mse, 1e-12)))
+    """Y-channel PSNR (BT.601, as SR papers report) of two uint8 RGB images, `border` cropped."""
+    return psnr(b, a, channel="y", crop_border=border)
 
 
 def pil_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -96,20 +87,6 @@ DEGRADATIONS = {
 }
 
 
-def gaussian_kernel(rng: np.random.Generator, max_sigma: float = 3.0) -> np.ndarray:
-    """A random isotropic or anisotropic, rotated Gaussian blur kernel."""
-    size = int(rng.choice([7, 9, 11, 13, 15, 17, 19, 21]))
-    s1 = rng.uniform(0.2, max_sigma)
-    s2 = s1 if rng.random() < 0.5 else rng.uniform(0.2, max_sigma)
-    theta = rng.uniform(0, math.pi)
-    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    cov = rot @ np.diag([s1**2, s2**2]) @ rot.T
-    r = np.arange(size) - size // 2
-    xy = np.stack(np.meshgrid(r, r, indexing="xy"), -1)
-    k = np.exp(-0.5 * np.einsum("...i,ij,...j->...", xy, np.linalg.inv(cov), xy))
-    return k / k.sum()
-
-
 def degrade_real(hr: np.ndarray, scale: int, rng: np.random.Generator, degradation: str = "full") -> np.ndarray:
     """Blind degradation: blur, resize and noise in random order, then JPEG; returns uint8 LR.
 
@@ -123,7 +100,7 @@ def degrade_real(hr: np.ndarray, scale: int, rng: np.random.Generator, degradati
 
     def blur(x):
         if rng.random() < 0.9:
-            k = torch.from_numpy(gaussian_kernel(rng, limits["max_blur"])).float()
+            k = torch.from_numpy(gaussian_kernel(rng, 0.2, limits["max_blur"])).float()
             p = k.shape[0] // 2
             x = F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), k.expand(3, 1, *k.shape), groups=3)
         return x
