@@ -316,10 +316,10 @@ def main() -> None:
     ncnn_ref = None
     if teacher is not None:
         img = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        from imgen_sr.teacher import Teacher
+
         speeds = {}
         for bf16 in (False, True):
-            from imgen_sr.teacher import Teacher
-
             speeds[bf16] = ncnn_mp_per_s(lambda im, t=Teacher(args.threads, bf16): t(im, tile=args.speed_size),
                                          img, 4, 1)
         ncnn_ref = max(speeds.values())

@@ -1,17 +1,18 @@
 """Training recipe for the sr models: `python -m imgen_sr.train --scale 2 --export weights/...`.
 
 fidelity models learn to invert PIL's bicubic downscale (the degradation the PSNR bar is measured
-on); real models learn from a blind, randomly ordered blur / downscale / noise / JPEG pipeline and
-may then be fine-tuned against a patch discriminator (`--gan`). Every run logs Y-PSNR on centre
-crops of the held-out photos (imgen_cli.datasets.VALIDATION) against PIL bicubic upscaling of the
-same input, saves a resumable checkpoint every few minutes and exports its best weights.
+on). The real models are distilled (`--kind distill`) from Real-ESRGAN x4plus: the teacher's
+outputs on second-order degraded patches, written once by `python -m imgen_sr.teacher`, are the
+targets (see docs/sr.md). `--kind real` is the older recipe that learns the photos themselves from
+a one-stage blind blur / downscale / noise / JPEG pipeline, optionally against a patch
+discriminator (`--gan`). Every run logs Y-PSNR and edge contrast on centre crops of the held-out
+photos (imgen_cli.datasets.VALIDATION) against PIL bicubic upscaling of the same input. Arguments,
+schedule, resumable checkpoints (RUN/last.pt) and the export come from `imgen_cli.recipes`.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import math
 import time
 from pathlib import Path
 
@@ -19,20 +20,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from imgen_cli import datasets
+from imgen_cli import datasets, recipes
 from imgen_cli.metrics import psnr, rgb_to_y
 from imgen_cli.filters import gaussian_blur
 from imgen_sr._net import CompactSR
 from imgen_sr.degrade import degrade_fixed, gaussian_kernel
 
 VAL_CROP = 720  # divisible by 2, 3 and 4, so every scale sees the same HR pixels
-
-
-def log(msg: str) -> None:
-    print(time.strftime("%H:%M:%S"), msg, flush=True)
 
 
 # --- metrics (shared with the benchmark) ------------------------------------------------------
@@ -310,15 +306,6 @@ class PatchDiscriminator(nn.Module):
 
 # --- training loop -----------------------------------------------------------------------------
 
-def init_from(model: nn.Module, path: str) -> None:
-    """Copy every tensor whose name and shape match (the body of another scale's model)."""
-    state = load_file(path) if path.endswith(".safetensors") else torch.load(path, weights_only=True)["model"]
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    model.load_state_dict(matched, strict=False)
-    log(f"initialised {len(matched)}/{len(own)} tensors from {path}")
-
-
 def sobel(x: torch.Tensor) -> torch.Tensor:
     """Horizontal and vertical Sobel gradients of each channel, (N, 2C, H-2, W-2)."""
     k = torch.tensor([[1.0, 0, -1], [2, 0, -2], [1, 0, -1]], dtype=x.dtype)
@@ -326,26 +313,12 @@ def sobel(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k, groups=x.shape[1])
 
 
-def cosine_lr(step: int, total: int, lr: float, warmup: int = 100) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return 1e-6 + 0.5 * (lr - 1e-6) * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = recipes.arguments(__doc__, run="runs/sr", steps=3000, batch=16, lr=1e-3, val_every=250, save_minutes=3.0)
     ap.add_argument("--scale", type=int, choices=(2, 3, 4), required=True)
     ap.add_argument("--kind", choices=("fidelity", "real", "distill"), default="fidelity",
                     help="distill: learn the teacher's outputs (--teacher shards), for the real models")
-    ap.add_argument("--data", default=None, help="dataset folder (default: imgen_cli.datasets.data_root())")
-    ap.add_argument("--run", required=True, help="run folder for checkpoints (e.g. runs/sr/fidelity_x2)")
-    ap.add_argument("--export", required=True, help="safetensors file that receives the best weights")
-    ap.add_argument("--init", help="checkpoint or safetensors to initialise matching tensors from")
-    ap.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=48, help="LR patch size")
-    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--channels", type=int, default=32)
     ap.add_argument("--blocks", type=int, default=4)
     ap.add_argument("--gan", type=float, default=0.0, help="adversarial loss weight (0: pixel loss only)")
@@ -355,10 +328,6 @@ def main(argv=None) -> None:
                     help="train towards unsharp-masked targets of this amount (0: the photos as they are)")
     ap.add_argument("--usm-sigma", type=float, default=1.5, help="blur sigma of the unsharp mask, HR pixels")
     ap.add_argument("--disc-channels", type=int, default=16, help="width of the discriminator's first layer")
-    ap.add_argument("--val-every", type=int, default=250)
-    ap.add_argument("--ckpt-seconds", type=float, default=180)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--teacher", default="runs/sr/teacher", help="distill: folder of imgen_sr.teacher shards")
     ap.add_argument("--teacher-weight", type=float, default=1.0, help="distill: L1 weight towards the teacher")
     ap.add_argument("--gt-weight", type=float, default=0.0,
@@ -379,15 +348,10 @@ def main(argv=None) -> None:
     ap.add_argument("--refresh-every", type=int, default=200, help="distill: steps between looks for new shards")
     args = ap.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    run = recipes.start(args)
+    log = recipes.Log(run)
     rng = np.random.default_rng(args.seed)
-    run = Path(args.run)
-    run.mkdir(parents=True, exist_ok=True)
-
-    root = datasets.data_root(args.data)
-    folder = root / "photos" if (root / "photos").is_dir() else root
-    train_files, val_files = datasets.split(datasets.image_files(folder))
+    train_files, val_files = datasets.split(datasets.image_files(recipes.dataset(args)))
     log(f"{len(train_files)} training photos, {len(val_files)} held out: {[p.stem for p in val_files]}")
     if args.kind == "distill":
         data = TeacherPatches(args.teacher, args.scale, args.patch, rng, args.max_strength)
@@ -399,46 +363,36 @@ def main(argv=None) -> None:
 
     model = CompactSR(args.scale, args.channels, args.blocks)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    objects = {"model": model, "opt": opt}
     disc = d_opt = None
     if args.gan > 0:
         disc = PatchDiscriminator(args.disc_channels)
         d_opt = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    step, best = 0, -1.0
-    if args.resume and (run / "last.pt").exists():
-        ck = torch.load(run / "last.pt", weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        if disc is not None:
-            disc.load_state_dict(ck["disc"])
-            d_opt.load_state_dict(ck["d_opt"])
-        step, best = ck["step"], ck["best"]
-        torch.set_rng_state(ck["torch_rng"])
-        rng.bit_generator.state = ck["np_rng"]
-        log(f"resumed at step {step}, best {best:.3f} dB")
-    elif args.init:
-        init_from(model, args.init)
+        objects.update(disc=disc, d_opt=d_opt)
+    state = recipes.restore(args, objects, {"data": rng}, log)
+    step, best = state["step"], state.get("best", -1.0)
+    # The weights the run ships: the best validation PSNR for fidelity and L1 real runs; the
+    # latest for GAN and distillation runs, where PSNR would always prefer the softest.
+    keep_latest = disc is not None or args.kind == "distill"
+    shipped = {k: v.clone() for k, v in model.state_dict().items()}
 
     if step == 0:
         ours, bic, edge = validate(model, val, args.scale)
         log(f"step 0 val Y-PSNR {ours:.3f} bicubic(PIL) {bic:.3f} gain {ours - bic:+.3f} edge {edge:.3f}")
 
     def checkpoint():
-        ck = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-              "torch_rng": torch.get_rng_state(), "np_rng": rng.bit_generator.state}
-        if disc is not None:
-            ck.update(disc=disc.state_dict(), d_opt=d_opt.state_dict())
-        torch.save(ck, run / "last.tmp")
-        (run / "last.tmp").replace(run / "last.pt")
+        recipes.save_checkpoint(run / recipes.CHECKPOINT, step, objects, {"data": rng}, best=best)
 
     # Validation runs the eager module on whole crops; only the fixed-shape training step is
     # compiled, and the state dict stays the plain module's.
     forward = torch.compile(model) if args.compile else model
     bce = nn.BCEWithLogitsLoss()
+    warmup = 0 if args.init or args.gan else 100
+    end = recipes.stop_step(args)
     last_ck, t0, run_loss = time.time(), time.time(), 0.0
-    while step < args.steps:
-        lr = cosine_lr(step, args.steps, args.lr, warmup=0 if args.init or args.gan else 100)
-        for g in opt.param_groups:
-            g["lr"] = lr
+    while step < end:
+        lr = recipes.cosine(step, args.steps, args.lr, warmup=warmup, floor=1e-6)
+        recipes.set_lr(opt, lr)
         if args.kind == "distill":
             if step % args.refresh_every == 0:
                 data.refresh()
@@ -481,8 +435,7 @@ def main(argv=None) -> None:
         loss.backward()
         opt.step()
         if disc is not None:
-            for g in d_opt.param_groups:
-                g["lr"] = lr
+            recipes.set_lr(d_opt, lr)
             real_logits, fake_logits = disc(y), disc(out.detach())
             d_loss = bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
             d_opt.zero_grad(set_to_none=True)
@@ -493,23 +446,19 @@ def main(argv=None) -> None:
         if step % 50 == 0:
             log(f"step {step} loss {run_loss / 50:.5f} lr {lr:.2e} {(time.time() - t0) / 50:.2f} s/step")
             run_loss, t0 = 0.0, time.time()
-        if step % args.val_every == 0 or step == args.steps:
+        if step % args.val_every == 0 or step == end:
             ours, bic, edge = validate(model, val, args.scale)
             log(f"step {step} val Y-PSNR {ours:.3f} bicubic(PIL) {bic:.3f} gain {ours - bic:+.3f} edge {edge:.3f}")
             if args.kind == "distill":
-                # Every validation's weights are kept: PSNR alone would pick the softest.
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, run / f"step_{step}.safetensors")
-            # A GAN or distillation run keeps its last weights: PSNR would always prefer the
-            # pre-GAN start, and a distilled model trades PSNR for the teacher's crispness.
-            if ours > best or disc is not None or args.kind == "distill":
+                # Every validation's weights are kept: the choice weighs PSNR, edges and NIQE.
+                recipes.export(model.state_dict(), run / f"step_{step}.safetensors")
+            if ours > best or keep_latest:
                 best = max(best, ours)
-                Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.export)
-                log(f"exported to {args.export}")
-        if time.time() - last_ck > args.ckpt_seconds or step == args.steps:
+                shipped = {k: v.clone() for k, v in model.state_dict().items()}
+        if time.time() - last_ck > args.save_minutes * 60 or step == end:
             checkpoint()
             last_ck = time.time()
-    log("done")
+    log(f"exported step {step} to {recipes.export(shipped, recipes.export_path(args))}")
 
 
 if __name__ == "__main__":
