@@ -1,6 +1,5 @@
 """The sr plugin through the real CLI: registration, every shipped model, quality, tiling."""
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -51,24 +50,37 @@ def test_fidelity_beats_bicubic_on_held_out_crop(imgen, tmp_path, scale):
     assert gain > 0.5, f"x{scale}: only {gain:+.2f} dB over bicubic"
 
 
+def shapes(size: int = 192, seed: int = 0) -> np.ndarray:
+    """A generated scene of flat ellipses and rectangles: strong, known edges to restore."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    im = Image.new("RGB", (size, size), (200, 190, 170))
+    draw = ImageDraw.Draw(im)
+    for _ in range(14):
+        x0, y0 = (int(v) for v in rng.integers(0, size - 30, 2))
+        w, h = (int(v) for v in rng.integers(16, 70, 2))
+        colour = tuple(int(v) for v in rng.integers(20, 235, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x0 + w, y0 + h], fill=colour)
+    return np.asarray(im)
+
+
 @pytest.mark.parametrize("scale", [4, 2])
 def test_real_beats_bicubic_on_degraded_jpeg_and_is_sharper(imgen, tmp_path, scale):
-    """A held-out crop blurred, downscaled, noisy and saved as JPEG (the benchmark's default
-    degradation): the real model must beat bicubic in PSNR and restore steeper edges."""
+    """Blurred, downscaled, noisy and saved as JPEG (the benchmark's default degradation): the
+    real model must beat bicubic in PSNR and restore clearly steeper edges (measured: x4 +1.1 dB
+    and 0.47 against 0.30; x2 +1.9 dB and 0.65 against 0.46)."""
     from imgen_sr.degrade import degrade_fixed
     from imgen_sr.train import edge_contrast
 
-    hr = read(DATA / "bridge.png")[:192, :192]
-    lr = degrade_fixed(hr, seed=3, scale=scale)
-    buf = io.BytesIO()
-    Image.fromarray(lr).save(buf, format="JPEG", quality=60)
-    (tmp_path / "in.jpg").write_bytes(buf.getvalue())
+    hr = shapes()
+    Image.fromarray(degrade_fixed(hr, seed=3, scale=scale)).save(tmp_path / "in.jpg", quality=60)
     jpeg = read(tmp_path / "in.jpg")
     bicubic = np.asarray(Image.fromarray(jpeg).resize((192, 192), Image.BICUBIC))
     result = imgen(["sr", "--scale", scale, tmp_path / "in.jpg", "-o", "sr.png"])  # the default kind
     assert result.exit_code == 0, result.stderr
     out = read(tmp_path / "sr.png")
-    assert y_psnr(out, hr, scale) > y_psnr(bicubic, hr, scale)
+    assert y_psnr(out, hr, scale) > y_psnr(bicubic, hr, scale) + 0.5
     assert edge_contrast(out, hr, scale) > edge_contrast(bicubic, hr, scale) + 0.1
 
 

@@ -118,7 +118,7 @@ def degrade_fixed(hr: np.ndarray, seed: int, blur: float = 1.2, noise: float = 5
     """The benchmark's (and the validation's) real-photo degradation: Gaussian blur of `blur` HR
     pixels, PIL bicubic downscale by `scale`, Gaussian noise of `noise`/255 (seeded), JPEG at
     `quality`. Fixed, unlike the random training pipelines, so runs compare on the same inputs."""
-    x = torch.from_numpy(np.ascontiguousarray(hr)).permute(2, 0, 1)[None].float().div(255)
+    x = torch.from_numpy(np.array(hr)).permute(2, 0, 1)[None].float().div(255)
     radius = max(4, int(3 * blur + 0.5))
     r = torch.arange(2 * radius + 1, dtype=torch.float32) - radius
     g = torch.exp(-(r**2) / (2 * blur**2))
