@@ -1,11 +1,14 @@
-"""imgen: enhance images with generative models, one plugin per task.
+"""imgen: enhance images with generative models, one plugin per command.
 
 Plugin authors need only what is exported here; importing it is cheap (no torch, no numpy).
 """
 
-from .contract import Command, ImageInput, Model, Tiling
+from .contract import Command, Context, ImageInput, Loaded, Model, Tiling
+from .errors import PluginError, UsageError
+from .filters import gaussian_blur, resize
 from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["Command", "ImageInput", "Model", "Tiling", "hookimpl", "__version__"]
+__all__ = ["Command", "Context", "ImageInput", "Loaded", "Model", "PluginError", "Tiling", "UsageError",
+           "gaussian_blur", "hookimpl", "resize", "__version__"]

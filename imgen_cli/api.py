@@ -21,44 +21,57 @@ from .io import DEFAULT_MAX_PIXELS
 
 
 class Pipeline:
-    """A parsed chain of commands plus the engine that runs it.
+    """A parsed chain of commands, each step resolved once, plus the engine that runs it.
 
     Args:
         chain: command line of one command or a `+` chain, without `imgen` and without inputs or
             outputs (`"sr --scale 4"`), or a list of its words.
         device, precision, tile, threads: as the CLI's `--device`, `--precision`, `--tile`, `--threads`.
         max_pixels: refuse larger images read from paths (0 or None: no limit).
+        registry: the plugin registry to parse against (default: the process-wide one).
+
+    Raises `imgen_cli.UsageError` for a chain that cannot run (unknown command, bad option value,
+    unknown model) and `imgen_cli.PluginError` for a command whose plugin failed to load.
     """
 
     def __init__(self, chain: str | list[str], *, device: str = "auto", precision: str = "auto",
                  tile: str | int = "auto", threads: int | None = None,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, info=None, progress=None):
-        from .cli import parse_chain, steps_from_contexts
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, info=None, progress=None, registry=None):
+        from . import chain as chain_
+        from .plugins import get_registry
 
+        registry = registry or get_registry()
         words = shlex.split(chain) if isinstance(chain, str) else list(chain)
-        self._build(steps_from_contexts(parse_chain(words), require_inputs=False), device, precision, tile, threads, max_pixels,
+        self._build(chain_.parse(words, registry), registry, device, precision, tile, threads, max_pixels,
                     info, progress)
 
     @classmethod
-    def from_steps(cls, steps, *, device="auto", precision="auto", tile="auto", threads=None,
+    def from_specs(cls, specs, *, registry=None, device="auto", precision="auto", tile="auto", threads=None,
                    max_pixels=DEFAULT_MAX_PIXELS, info=None, progress=None) -> "Pipeline":
-        """A Pipeline from already parsed steps (the CLI's path)."""
-        pipeline = cls.__new__(cls)
-        pipeline._build(steps, device, precision, tile, threads, max_pixels, info, progress)
-        return pipeline
-
-    def _build(self, steps, device, precision, tile, threads, max_pixels, info, progress):
-        from .engine import Engine
+        """A Pipeline from already parsed steps (`chain.parse`, `chain.specs`: the CLI's path)."""
         from .plugins import get_registry
 
-        self.steps = steps
+        pipeline = cls.__new__(cls)
+        pipeline._build(specs, registry or get_registry(), device, precision, tile, threads, max_pixels,
+                        info, progress)
+        return pipeline
+
+    def _build(self, specs, registry, device, precision, tile, threads, max_pixels, info, progress):
+        from .engine import Engine, Step
+        from .models import resolve_model
+
+        self.specs = list(specs)
+        # Command, options and model of every step are settled here, once: user model files are
+        # looked up now, never per image or tile.
+        self.steps = [Step(spec.command, spec.options, resolve_model(registry, spec.command, spec.options, spec.model))
+                      for spec in self.specs]
         self.max_pixels = max_pixels or None
-        self.engine = Engine(get_registry(), device=device, precision=precision, tile=tile, threads=threads,
+        self.engine = Engine(registry, device=device, precision=precision, tile=tile, threads=threads,
                              info=info, progress=progress)
 
     @property
     def input_names(self) -> list[str]:
-        return [name for _, specs in self.steps for name in specs]
+        return [name for spec in self.specs for name in spec.inputs]
 
     def run_array(self, array, source: str = "-", inputs: dict | None = None):
         """(H, W, C) uint8/uint16 in, same dtype out; `inputs` maps extra input names to arrays or paths."""
@@ -68,20 +81,22 @@ class Pipeline:
         unknown = set(inputs) - set(self.input_names)
         if unknown:
             raise UsageError(f"no image input named {', '.join(sorted(unknown))} in this chain")
-        for step, specs in self.steps:
-            step.inputs = {}
-            for name, (spec, value) in specs.items():
-                value = inputs.get(name, value)
+        extras = []
+        for spec in self.specs:
+            values = {name: inputs.get(name, value) for name, (_, value) in spec.inputs.items()}
+            spec.check_inputs({name: value is not None for name, value in values.items()})
+            arrays = {}
+            for name, value in values.items():
+                image_input = spec.inputs[name][0]
                 if value is None:
-                    if spec.required:
-                        raise UsageError(f"{step.command.name}: the {name} input is required")
-                    step.inputs[name] = None
+                    arrays[name] = None
                 elif isinstance(value, (str, Path)):
-                    path = batch.match_input(spec, str(value), source)
-                    step.inputs[name] = batch.extra_array(path, spec, self.max_pixels)
+                    path = batch.match_input(image_input, str(value), source)
+                    arrays[name] = batch.extra_array(path, image_input, self.max_pixels)
                 else:
-                    step.inputs[name] = _extra_from_object(value, spec)
-        return self.engine.run(array, [step for step, _ in self.steps], source=source)
+                    arrays[name] = _extra_from_object(value, image_input)
+            extras.append(arrays)
+        return self.engine.run(array, self.steps, extras, source=source)
 
     def __call__(self, image: Any, **inputs):
         """Process a numpy array, a PIL image or a path; returns the same kind (a path gives an array)."""

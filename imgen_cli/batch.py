@@ -1,35 +1,54 @@
-"""From command-line inputs to written outputs: planning names, reading, running, writing.
+"""From inputs to written outputs: naming, reading, running, encoding, writing; the per-file job.
 
 The rules a user can rely on:
 - an input is never overwritten, an existing output only with --overwrite;
+- every output's name and format are settled before anything is computed, so --skip-existing
+  skips an input before its model is loaded or its pixels decoded;
 - outputs are written atomically, so an interrupted run leaves no partial file;
 - a batch goes on past a bad input and ends with a summary and a non-zero status;
 - nothing but image bytes goes to stdout, and never to a terminal.
+
+The pieces serve every front end (the CLI, a service, a Ray job) with the CLI's exact rules:
+
+    name, fmt = choose_output("photo.jpg", data[:16], settings, suffix="sr")  # "photo-sr.jpg", "jpeg"
+    done = convert(pipeline, data, "photo.jpg", fmt, settings)   # bytes in, encoded bytes out
+    write_output(name, done.data, overwrite=settings.overwrite)  # atomic; refuses to clobber
+
+`choose_output` names the output of one input from its name and first bytes (the format is
+sniffed, never guessed from the name): the forced `--format`, else the output name's extension,
+else the input's own format where it can be written, else PNG; PNG on stdout. `plan` does it for
+a whole command line (folders, `-o FILE|FOLDER|-`), `run_job` is one file of the CLI (exists
+check, read, convert, write, messages) and `run` the CLI's batch loop.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import io as imageio_
 from .contract import ImageInput
-from .errors import FAILED, OK, InputError, OutputError, UsageError
+from .errors import BROKEN_PIPE, FAILED, INTERRUPTED, OK, USAGE, ImgenError, InputError, OutputError, \
+    PluginError, UsageError
 
 STDIO = "-"
+# Enough leading bytes for io.sniff to tell every format apart.
+HEAD = 16
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
+    """One input and where its output goes, in which format (settled before any compute)."""
+
     source: str  # a path, or "-" for stdin
-    output: str | None = None  # a path, or "-" for stdout; None until planned
-    format: str | None = None  # forced output format
-    inputs: dict = field(default_factory=dict)  # step index -> {name: path}
+    output: str  # a path, or "-" for stdout
+    format: str  # the format written: png, jpeg, webp, tiff, bmp
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
     output: str | None = None
     format: str | None = None
@@ -37,7 +56,18 @@ class Settings:
     strip: bool = False
     overwrite: bool = False
     skip_existing: bool = False
-    max_pixels: int | None = None
+    max_pixels: int | None = imageio_.DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Converted:
+    """An encoded output and what the CLI says about it."""
+
+    data: bytes
+    format: str
+    warnings: tuple[str, ...]
+    size_in: tuple[int, int]  # (width, height)
+    size_out: tuple[int, int]
 
 
 def expand_inputs(inputs: tuple[str, ...], stdin_is_tty: bool) -> list[str]:
@@ -64,12 +94,50 @@ def expand_inputs(inputs: tuple[str, ...], stdin_is_tty: bool) -> list[str]:
     return sources
 
 
-def plan(sources: list[str], settings: Settings, suffix: str, stdout_is_tty: bool) -> list[Job]:
-    """Decide each output's name and format, refusing what would clobber inputs or a terminal."""
-    output = settings.output
+def choose_output(source: str, head: bytes | None, settings: Settings, suffix: str,
+                  folder: str | os.PathLike | None = None) -> tuple[str, str]:
+    """(output name, format) for one input under the CLI's rules.
+
+    `head` is the input's first bytes (None when unknown, as for stdin before it is read);
+    `folder` is the output folder of a batch; `suffix` names derived outputs (`photo-SUFFIX.jpg`).
+    """
     forced = imageio_.check_format(settings.format) if settings.format else None
+    output = settings.output
+    if folder is None and (output == STDIO or (output is None and source == STDIO)):
+        return STDIO, forced or "png"
+    if folder is None and output:
+        fmt = forced or imageio_.format_for_path(output)
+        if fmt is None:
+            raise UsageError(f"-o {output}: unknown image extension (use --format)")
+        return output, fmt
+    if folder is not None:
+        name = str(Path(folder) / (Path(source).name if source != STDIO else "stdin.png"))
+    else:
+        stem, ext = os.path.splitext(source)
+        name = f"{stem}-{suffix}{ext}"
+    fmt = forced or _derived_format(name, imageio_.sniff(head) if head else None)
+    return with_extension(name, fmt), fmt
+
+
+def _derived_format(name: str, sniffed: str | None) -> str:
+    """A derived output keeps its input's format: the extension's, unless the bytes are of a
+    format that cannot be written (GIF), which becomes PNG."""
+    if sniffed is not None and sniffed not in imageio_.FORMATS:
+        return "png"
+    return imageio_.format_for_path(name) or (sniffed if sniffed in imageio_.FORMATS else "png")
+
+
+def with_extension(name: str, fmt: str) -> str:
+    """`name` with an extension that matches `fmt` (kept when it already does)."""
+    if imageio_.format_for_path(name) == fmt:
+        return name
+    return os.path.splitext(name)[0] + imageio_.FORMATS[fmt]
+
+
+def plan(sources: list[str], settings: Settings, suffix: str, stdout_is_tty: bool) -> list[Job]:
+    """Every output's name and format, refusing what would clobber inputs or a terminal."""
+    output = settings.output
     several = len(sources) > 1
-    jobs: list[Job] = []
     folder = None
     if output and output != STDIO and (several or output.endswith(os.sep) or os.path.isdir(output)):
         folder = Path(output)
@@ -79,28 +147,27 @@ def plan(sources: list[str], settings: Settings, suffix: str, stdout_is_tty: boo
         raise UsageError("-o - (stdout) takes a single input")
     elif several and output:
         raise UsageError(f"-o {output}: give a folder for {len(sources)} inputs")
+    jobs: list[Job] = []
     for source in sources:
-        job = Job(source, format=forced)
-        if output == STDIO or (output is None and source == STDIO):
-            job.output = STDIO
-        elif folder is not None:
-            name = Path(source).name if source != STDIO else "stdin.png"
-            job.output = str(folder / name)
-        elif output:
-            job.output = output
-            if not forced and imageio_.format_for_path(output) is None:
-                raise UsageError(f"-o {output}: unknown image extension (use --format)")
-        else:
-            stem, ext = os.path.splitext(source)
-            job.output = f"{stem}-{suffix}{ext}"
-        if forced and (folder is not None or not output):
-            fix_extension(job, forced)
-        if job.output == STDIO and stdout_is_tty:
+        name, fmt = choose_output(source, _head(source), settings, suffix, folder)
+        if name == STDIO and stdout_is_tty:
             raise UsageError("refusing to write image data to a terminal: redirect stdout or use -o FILE")
-        if job.output != STDIO and source != STDIO and _same_file(source, job.output):
+        if name != STDIO and source != STDIO and _same_file(source, name):
             raise UsageError(f"{source}: output would overwrite the input; choose another -o")
-        jobs.append(job)
+        jobs.append(Job(source, name, fmt))
     return jobs
+
+
+def _head(source: str) -> bytes | None:
+    """The first bytes of an input file; None for stdin or a file that cannot be read (reading it
+    for real reports why, in its turn)."""
+    if source == STDIO:
+        return None
+    try:
+        with open(source, "rb") as f:
+            return f.read(HEAD)
+    except OSError:
+        return None
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -110,34 +177,33 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def output_format(job: Job, picture: imageio_.Picture) -> str:
-    """Forced format, else the output name's, else the input's own (PNG on stdout)."""
-    if job.format:
-        return job.format
-    if job.output == STDIO:
-        return "png"
-    by_name = imageio_.format_for_path(job.output)
-    if by_name:
-        return by_name
-    return picture.format if picture.format in imageio_.FORMATS else "png"
-
-
-def fix_extension(job: Job, fmt: str) -> None:
-    """In folder and beside-input mode, make the extension match the format actually written."""
-    if job.output in (None, STDIO) or imageio_.format_for_path(job.output) == fmt:
-        return
-    stem, _ = os.path.splitext(job.output)
-    job.output = stem + imageio_.FORMATS[fmt]
+def read_input(source: str, stdin=None) -> bytes:
+    """The bytes of an input file, or of stdin for "-"."""
+    if source == STDIO:
+        data = (stdin if stdin is not None else sys.stdin.buffer).read()
+        if not data:
+            raise InputError("stdin is empty", STDIO)
+        return data
+    return imageio_.read_bytes(source)
 
 
 def read_source(source: str, max_pixels: int | None, stdin=None) -> imageio_.Picture:
-    if source == STDIO:
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        data = stream.read()
-        if not data:
-            raise InputError("stdin is empty", "-")
-        return imageio_.decode(data, "-", max_pixels)
-    return imageio_.decode(imageio_.read_bytes(source), source, max_pixels)
+    """An input (a path, or "-" for stdin) read and decoded."""
+    return imageio_.decode(read_input(source, stdin), source, max_pixels)
+
+
+def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None) -> Converted:
+    """Decode `data`, run the pipeline on it and encode the result as `fmt` (see `choose_output`).
+
+    `source` names the input in messages and matches extra inputs given as folders (`--mask DIR`);
+    `inputs` gives extra image inputs by name (arrays or paths), as `Pipeline.run_array` takes them.
+    """
+    picture = imageio_.decode(data, source, settings.max_pixels)
+    height, width = picture.array.shape[:2]
+    picture.array = pipeline.run_array(picture.array, source=source, inputs=inputs)
+    encoded, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
+    out_h, out_w = picture.array.shape[:2]
+    return Converted(encoded, fmt, tuple(warnings), (width, height), (out_w, out_h))
 
 
 def match_input(spec: ImageInput, value: str | None, source: str) -> str | None:
@@ -179,19 +245,94 @@ def fit_channels(array, spec: ImageInput):
     return array
 
 
-def write_output(job: Job, data: bytes, overwrite: bool, stdout=None) -> None:
-    if job.output == STDIO:
+def write_output(output: str, data: bytes, overwrite: bool, stdout=None) -> None:
+    """Write to stdout ("-") or atomically to a file, creating its folder; never over an existing
+    file without `overwrite`."""
+    if output == STDIO:
         stream = stdout if stdout is not None else sys.stdout.buffer
         stream.write(data)
         stream.flush()
         return
-    parent = Path(job.output).parent
+    parent = Path(output).parent
     if str(parent) and not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(exc.strerror or str(exc), str(parent)) from None
-    imageio_.write_atomic(job.output, data, overwrite=overwrite)
+    imageio_.write_atomic(output, data, overwrite=overwrite)
+
+
+def run_job(job: Job, pipeline, settings: Settings, reporter) -> str:
+    """One file of the CLI: "skipped" when its output exists and --skip-existing says so (before
+    anything is read or loaded), else read, convert, write and say so; "written"."""
+    if job.output != STDIO and os.path.exists(job.output):
+        if settings.skip_existing:
+            reporter.info(f"{job.output}: exists, skipped")
+            return "skipped"
+        if not settings.overwrite:
+            raise ImgenError("exists (use --overwrite to replace it, --skip-existing to skip it)", job.output)
+    done = convert(pipeline, read_input(job.source), job.source, job.format, settings)
+    for warning in done.warnings:
+        reporter.say(f"{job.source}: {warning}")
+    write_output(job.output, done.data, overwrite=settings.overwrite)
+    if job.output != STDIO:
+        (w, h), (new_w, new_h) = done.size_in, done.size_out
+        reporter.say(f"wrote {job.output} ({w}x{h} -> {new_w}x{new_h})")
+    return "written"
+
+
+def run(jobs: list[Job], pipeline, settings: Settings, reporter) -> int:
+    """The CLI's batch: every job in turn, past bad inputs, with progress and a summary; returns
+    the exit status. A plugin or usage failure stops it (it would repeat for every input).
+
+    `reporter` has say(message), info(message), error(exception), progress(total, desc, unit)
+    and a `debug` flag, as cli.Reporter.
+    """
+    summary = Summary()
+    several = len(jobs) > 1
+    bar = reporter.progress(total=len(jobs), desc="images", unit="img") if several else None
+    try:
+        for job in jobs:
+            try:
+                outcome = run_job(job, pipeline, settings, reporter)
+            except ImgenError as exc:
+                reporter.error(exc if exc.source else type(exc)(exc.message, job.source))
+                summary.failed += 1
+                if isinstance(exc, PluginError) or exc.exit_code == USAGE:
+                    return exc.exit_code
+            except KeyboardInterrupt:
+                print("imgen: interrupted", file=sys.stderr)
+                return INTERRUPTED
+            except BrokenPipeError:
+                silence_stdout()
+                return BROKEN_PIPE
+            except Exception as exc:  # a plugin bug: one line, and the traceback with --debug
+                reporter.error(ImgenError(f"internal error: {type(exc).__name__}: {exc}", job.source))
+                if reporter.debug:
+                    traceback.print_exception(exc, file=sys.stderr)
+                summary.failed += 1
+            else:
+                if outcome == "skipped":
+                    summary.skipped += 1
+                else:
+                    summary.written += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if several:
+        reporter.say(summary.line())
+    return summary.exit_code
+
+
+def silence_stdout() -> None:
+    """After the reader of stdout went away: Python would complain again when flushing at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 @dataclass

@@ -15,57 +15,35 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from .contract import Command, Model, Tiling
+from .contract import PRECISIONS, Command, Context, Loaded, Model, Tiling
 from .errors import DeviceError, ImgenError, PluginError, UsageError
+from .filters import resize
 
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+DTYPES = dict(zip(PRECISIONS, ("float32", "float16", "bfloat16")))
 MIN_TILE = 32
 
 
-@dataclass
+@dataclass(frozen=True)
 class Step:
-    """One command of a chain with its parsed options."""
+    """One step of a pipeline, resolved once when the pipeline is built.
+
+    Args:
+        command: the registered command.
+        options: its own option values.
+        model: the model it runs (a registered one, or one made from a user's weights file that is
+            never registered), or None for a command without models.
+    """
 
     command: Command
-    options: dict = field(default_factory=dict)
-    model: str | None = None  # explicit --model
-    # Extra image inputs for the current image: name -> (H, W, C) array or None.
-    inputs: dict = field(default_factory=dict)
+    options: Mapping[str, Any]
+    model: Model | None = None
 
 
-class Context:
-    """What a plugin's process, prepare, tiling and finish functions see. One per image and step."""
-
-    def __init__(self, engine: "Engine", step: Step, dtype, source: str = "-"):
-        self._engine = engine
-        self._step = step
-        self.options: dict = step.options
-        self.device = engine.device
-        self.dtype = dtype
-        self.source = source
-        self.state: dict = {}
-        self.inputs: dict = {}
-        self.alpha = None
-        self.output_alpha = None
-        self.scale: int = 1
-
-    @property
-    def model_name(self) -> str | None:
-        return self._engine.model_name(self._step)
-
-    def model(self, name: str | None = None):
-        """The loaded network `name` (default: the step's model), on this device and precision."""
-        name = name or self.model_name
-        if name is None:
-            raise PluginError(f"command {self._step.command.name!r} has no model to load")
-        return self._engine.load(name, self.dtype)
-
-    def info(self, message: str) -> None:
-        """A message on stderr, shown with --verbose."""
-        self._engine.info(f"{self._step.command.name}: {message}")
+class _ReducedPrecisionFailed(Exception):
+    """A process call in fp16/bf16 gave non-finite values: the step is redone in fp32."""
 
 
 def _torch():
@@ -74,8 +52,28 @@ def _torch():
     return torch
 
 
+def device_kind(device) -> str:
+    """The kind of device the precision policy plans for (tests fake a GPU on the CPU here)."""
+    return device.type
+
+
+def choose_precision(precision: str, kind: str, supported: tuple[str, ...]) -> str:
+    """--precision for one model: as asked, else fp32 on CPUs and the first reduced precision the
+    model supports on GPUs."""
+    if precision != "auto":
+        return precision
+    if kind == "cpu":
+        return "fp32"
+    return next((p for p in PRECISIONS[1:] if p in supported), "fp32")
+
+
 class Engine:
-    """Holds the device, precision policy, tiling policy and loaded models of one process."""
+    """Holds the device, precision policy, tiling policy and loaded models of one process.
+
+    A model is loaded once per precision: its first load also describes it (scale, size multiple,
+    precisions), and the precision a step runs in is fixed at its first image, so every image of
+    a batch runs the same way.
+    """
 
     def __init__(self, registry, device: str = "auto", precision: str = "auto", tile: str | int = "auto",
                  threads: int | None = None, info: Callable[[str], None] | None = None,
@@ -87,88 +85,88 @@ class Engine:
         self.tile = parse_tile(tile)
         self.info = info or (lambda message: None)
         self.progress = progress
-        self._models: dict = {}
+        self._described: dict[tuple[str, str], Loaded] = {}
+        self._fresh: dict[tuple[str, str], Loaded] = {}
+        self._ready: dict[tuple[tuple[str, str], Any], Loaded] = {}
+        self._dtypes: dict[tuple[str, str] | None, Any] = {}
         if threads:
             torch.set_num_threads(int(threads))
 
     # -- models ----------------------------------------------------------------------------
 
-    def model_name(self, step: Step) -> str | None:
-        if step.model:
-            return self._resolve_model(step)
-        if step.command.select_model is not None:
-            chosen = step.command.select_model(step.options)
-            if chosen:
-                return chosen
-        default = self.registry.default_model(step.command.name)
-        return default.name if default else None
+    def describe(self, model: Model) -> Loaded:
+        """The model's descriptor, loading it on first use (the network is not moved yet)."""
+        key = (model.command, model.name)
+        if key not in self._described:
+            if self.device.type not in model.devices:
+                raise DeviceError(f"model {model.name!r} does not run on {self.device.type}")
+            self._described[key] = self._fresh[key] = self._load(model)
+        return self._described[key]
 
-    def _resolve_model(self, step: Step) -> str:
-        """A registered model name, or a weights file (path or user-folder name) registered on first use."""
-        from .models import find_model_file, user_model
+    def loaded(self, model: Model, dtype) -> Loaded:
+        """The model on this device in `dtype`: loaded once per precision, then cached."""
+        key = (model.command, model.name)
+        if (key, dtype) not in self._ready:
+            self.describe(model)
+            # The first precision takes the network loaded to describe the model; another one (an
+            # fp32 retry) loads it afresh, since converting back would keep the rounding.
+            fresh = self._fresh.pop(key, None) or self._load(model)
+            network = fresh.network
+            if hasattr(network, "to"):
+                network = network.to(device=self.device, dtype=dtype)
+                if fresh.channels_last:
+                    network = network.to(memory_format=_torch().channels_last)
+            if hasattr(network, "eval"):
+                network.eval()
+            if hasattr(network, "requires_grad_"):
+                network.requires_grad_(False)
+            self._ready[(key, dtype)] = dataclasses.replace(fresh, network=network)
+        return self._ready[(key, dtype)]
 
-        value = step.model
-        spec = self.registry.models.get(value)
-        if spec is not None:
-            if spec.task != step.command.name:
-                raise UsageError(f"model {value!r} is for `imgen {spec.task}`, not `imgen {step.command.name}`")
-            return value
-        path = find_model_file(value)
-        if path is None:
-            raise UsageError(f"unknown model {value!r}: not a registered model (see `imgen models`) "
-                             "nor a .safetensors/.pth file")
-        name = f"file:{path}"
-        if name not in self.registry.models:
-            self.registry.models[name] = user_model(step.command, path)
-        return name
+    def _load(self, model: Model) -> Loaded:
+        try:
+            result = model.load()
+        except ImgenError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"model {model.name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+        if isinstance(result, Loaded):
+            return result
+        return Loaded(result, scale=model.scale, precisions=tuple(model.precisions),
+                      channels_last=model.channels_last)
 
-    def model_spec(self, name: str) -> Model:
-        spec = self.registry.models.get(name)
-        if spec is None:
-            raise UsageError(f"unknown model {name!r} (see `imgen models`)")
-        return spec
+    def dtype(self, step: Step):
+        """The precision `step` runs in, decided once (on a GPU with --precision auto, from what
+        its model's first load says it supports)."""
+        key = (step.model.command, step.model.name) if step.model else None
+        if key not in self._dtypes:
+            kind = device_kind(self.device)
+            supported: tuple[str, ...] = ("fp32",)
+            if step.model is not None and self.precision == "auto" and kind != "cpu":
+                supported = self.describe(step.model).precisions
+            self._dtypes[key] = getattr(_torch(), DTYPES[choose_precision(self.precision, kind, supported)])
+        return self._dtypes[key]
 
-    def load(self, name: str, dtype):
-        key = (name, str(self.device), dtype)
-        if key not in self._models:
-            spec = self.model_spec(name)
-            if self.device.type not in spec.devices:
-                raise DeviceError(f"model {name!r} does not run on {self.device.type}")
-            try:
-                module = spec.load()
-            except ImgenError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"model {name!r} failed to load: {type(exc).__name__}: {exc}") from exc
-            if hasattr(module, "to"):
-                module = module.to(device=self.device, dtype=dtype)
-                if spec.channels_last:
-                    module = module.to(memory_format=_torch().channels_last)
-            if hasattr(module, "eval"):
-                module.eval()
-            if hasattr(module, "requires_grad_"):
-                module.requires_grad_(False)
-            self._models[key] = module
-        return self._models[key]
+    def _loader(self, step: Step, dtype):
+        """ctx.loaded(name): the step's model, or another registered model by name."""
+        def load(name: str | None = None) -> Loaded:
+            if name is None:
+                if step.model is None:
+                    raise PluginError(f"command {step.command.name!r} has no model to load")
+                return self.loaded(step.model, dtype)
+            model = self.registry.models.get(name)
+            if model is None:
+                raise PluginError(f"command {step.command.name!r} asked for unknown model {name!r}")
+            return self.loaded(model, dtype)
 
-    def dtype_for(self, step: Step):
-        torch = _torch()
-        if self.precision != "auto":
-            return getattr(torch, DTYPES[self.precision])
-        if self.device.type == "cpu":
-            return torch.float32
-        name = self.model_name(step)
-        declared = self.registry.models[name].precisions if name in self.registry.models else ("fp32",)
-        for choice in ("fp16", "bf16"):
-            if choice in declared:
-                return getattr(torch, DTYPES[choice])
-        return torch.float32
+        return load
 
     # -- images ----------------------------------------------------------------------------
 
-    def run(self, array, steps: list[Step], source: str = "-"):
+    def run(self, array, steps: list[Step], extras: list[dict] | None = None, source: str = "-"):
         """Run a chain of steps on an (H, W, C) uint8/uint16 array; returns an array of the same dtype.
 
+        `extras` holds, per step, its extra image inputs for this image: name -> (H, W, C) array.
         Between steps the image stays a float tensor (on the device when it fits). The last step
         streams finished rows of tiles straight into the integer output array, so a large image
         never holds a full-size float copy of its output.
@@ -176,6 +174,7 @@ class Engine:
         import numpy as np
 
         torch = _torch()
+        extras = extras or [{} for _ in steps]
         top = 65535.0 if array.dtype == np.uint16 else 255.0
         with torch.inference_mode():
             home = self._home_device(array)
@@ -187,7 +186,7 @@ class Engine:
             for k, step in enumerate(steps):
                 last = k == len(steps) - 1
                 sink = ArraySink(array.dtype, alpha is not None) if last else TensorSink(home)
-                x, alpha = self._run_step(step, x, alpha, source, sink)
+                x, alpha = self._run_step(step, extras[k], x, alpha, source, sink)
             if alpha is not None:
                 x[:, :, -1] = _quantize(alpha[0, 0], top, array.dtype)
             return x
@@ -201,17 +200,19 @@ class Engine:
                 return self.device
         return torch.device("cpu")
 
-    def _run_step(self, step: Step, x, alpha, source: str, sink):
+    def _run_step(self, step: Step, extras: dict, x, alpha, source: str, sink):
         torch = _torch()
         command = step.command
-        dtype = self.dtype_for(step)
+        dtype = self.dtype(step)
         grey = x.shape[1] == 1
         try:
-            reduced = dtype != torch.float32
-            ctx = self._attempt(step, x, alpha, dtype, source, sink.reset(grey, watch=reduced))
-            if reduced and sink.broken(x):
+            try:
+                ctx = self._attempt(step, extras, x, alpha, dtype, source, sink.reset(grey))
+                if dtype != torch.float32 and sink.black(x):
+                    raise _ReducedPrecisionFailed
+            except _ReducedPrecisionFailed:
                 self.info(f"{command.name}: reduced precision gave NaN or black output, retrying in fp32")
-                ctx = self._attempt(step, x, alpha, torch.float32, source, sink.reset(grey))
+                ctx = self._attempt(step, extras, x, alpha, torch.float32, source, sink.reset(grey))
         except ImgenError:
             raise
         except Exception as exc:
@@ -224,49 +225,58 @@ class Engine:
             alpha = resize(alpha, sink.size)
         return sink.result(), alpha
 
-    def _attempt(self, step: Step, x, alpha, dtype, source: str, sink):
+    def _attempt(self, step: Step, extras: dict, x, alpha, dtype, source: str, sink):
+        torch = _torch()
         command = step.command
-        ctx = Context(self, step, dtype, source)
+        reduced = dtype != torch.float32
+        ctx = Context(command, step.options, self.device, dtype, source, loader=self._loader(step, dtype),
+                      info=self.info)
         ctx.alpha = alpha.to(self.device) if (alpha is not None and command.alpha == "keep") else None
+        ctx.image_size = (int(x.shape[-2]), int(x.shape[-1]))
         if command.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        name = self.model_name(step)
-        if name and name.startswith("file:"):
-            ctx.model()  # a user model's scale and size multiple are known once it is loaded
+        multiple = ctx.loaded().multiple if step.model is not None else 1
         tiling = command.tiling(ctx) if callable(command.tiling) else command.tiling
-        multiple = self.registry.models[name].meta.get("multiple", 1) if name in self.registry.models else 1
         if multiple > tiling.multiple:
             tiling = dataclasses.replace(tiling, multiple=math.lcm(multiple, tiling.multiple))
         ctx.scale = tiling.scale
-        extras = {name: _to_tensor(value, x.device) for name, value in step.inputs.items() if value is not None}
+        tensors = {name: _to_tensor(value, x.device) for name, value in extras.items() if value is not None}
         for spec in command.inputs:
-            if spec.spatial and spec.name in extras and extras[spec.name].shape[-2:] != x.shape[-2:]:
-                got = extras[spec.name].shape[-2:]
+            if spec.spatial and spec.name in tensors and tensors[spec.name].shape[-2:] != x.shape[-2:]:
+                got = tensors[spec.name].shape[-2:]
                 raise ImgenError(f"--{spec.name} is {got[1]}x{got[0]} but the image is "
                                  f"{x.shape[-1]}x{x.shape[-2]}: sizes must match", source)
         spatial = {s.name for s in command.inputs if s.spatial}
-        ctx.inputs = {k: v.to(self.device, dtype) for k, v in extras.items() if k not in spatial}
+        ctx.inputs = {k: v.to(self.device, dtype) for k, v in tensors.items() if k not in spatial}
         if command.prepare is not None:
             command.prepare(_maybe_to(x, self.device), ctx)
         per_channel = command.channels == 1 and x.shape[1] > 1
 
-        def call(batch, crops):
+        def call(batch, crops, offsets):
             ctx.inputs.update({k: v.to(self.device, dtype) for k, v in crops.items()})
-            n, c = batch.shape[:2]
+            n, c, h, w = batch.shape
             if per_channel:
-                batch = batch.reshape(n * c, 1, *batch.shape[-2:])
+                batch = batch.reshape(n * c, 1, h, w)
+                offsets = [o for o in offsets for _ in range(c)]
+            ctx.offsets = tuple(offsets)
             out = command.process(batch.to(self.device, dtype), ctx)
+            _check(out, command, (batch.shape[0], batch.shape[1], h * tiling.scale, w * tiling.scale),
+                   "process", reduced, source)
             if per_channel:
                 out = out.reshape(n, c, *out.shape[-2:])
             return out.float()
 
-        spatial_extras = {k: v for k, v in extras.items() if k in spatial}
+        spatial_tensors = {k: v for k, v in tensors.items() if k in spatial}
         if command.finish is None:
-            self._tiled(call, x, spatial_extras, tiling, sink)
+            self._tiled(call, x, spatial_tensors, tiling, sink)
             return ctx
         whole = TensorSink(x.device).reset(False)
-        self._tiled(call, x, spatial_extras, tiling, whole)
-        y = command.finish(whole.result().to(self.device, dtype), ctx).float()
+        self._tiled(call, x, spatial_tensors, tiling, whole)
+        y = whole.result()
+        expected = (*y.shape[:2], None, None)  # finish may resize
+        y = command.finish(y.to(self.device, dtype), ctx)
+        _check(y, command, expected, "finish", reduced, source)
+        y = y.float()
         sink.open(tuple(y.shape[-2:]))
         sink.write(0, y)
         return ctx
@@ -304,7 +314,7 @@ class Engine:
         while True:
             try:
                 if tile == 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):
-                    sink.write(0, call(x, extras))
+                    sink.write(0, call(x, extras, [(0, 0)] * x.shape[0]))
                 else:
                     self._run_tiles(call, x, extras, tiling, tile, sink)
                 return
@@ -318,7 +328,7 @@ class Engine:
                     raise
                 self.info(f"out of memory with {tile or 'whole-image'} tiles, retrying with {smaller}")
                 tile = smaller
-                sink.reset(sink.grey, sink.watch).open((height * tiling.scale, width * tiling.scale))
+                sink.reset(sink.grey).open((height * tiling.scale, width * tiling.scale))
 
     def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int, sink):
         """Process tiles row by row, handing each finished band of output rows to the sink."""
@@ -342,7 +352,8 @@ class Engine:
                     cols = range(start, min(start + batch, len(xs)))
                     tiles = torch.cat([x[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols])
                     crops = {k: torch.cat([v[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols]) for k, v in extras.items()}
-                    results = call(tiles, crops).to(x.device)
+                    offsets = [(y0, xs[j][0]) for j in cols for _ in range(x.shape[0])]
+                    results = call(tiles, crops, offsets).to(x.device)
                     if band is None:
                         band = torch.zeros((x.shape[0], results.shape[1], (y1 - y0) * s, width * s),
                                            dtype=torch.float32, device=x.device)
@@ -375,8 +386,8 @@ class TensorSink:
         self.device = device
         self.grey = False
 
-    def reset(self, grey: bool, watch: bool = False):
-        self.grey, self.watch, self.out, self.size = grey, watch, None, None
+    def reset(self, grey: bool):
+        self.grey, self.out, self.size = grey, None, None
         return self
 
     def open(self, size):
@@ -390,8 +401,9 @@ class TensorSink:
             self.out = _torch().empty((band.shape[0], band.shape[1], *self.size), device=self.device)
         self.out[..., row:row + band.shape[-2], :] = band.to(self.device)
 
-    def broken(self, x) -> bool:
-        return _looks_broken(x, self.out)
+    def black(self, x) -> bool:
+        """All zero for an input that is not (reduced precision can underflow to black)."""
+        return float(self.out.abs().max()) == 0.0 and float(x.max()) > 0.0
 
     def result(self):
         return self.out
@@ -405,10 +417,8 @@ class ArraySink:
         self.top = 65535.0 if str(dtype) == "uint16" else 255.0
         self.grey = False
 
-    def reset(self, grey: bool, watch: bool = False):
-        """Start a new output; with `watch`, note NaNs and the peak value for `broken`."""
-        self.grey, self.watch, self.out, self.size = grey, watch, None, None
-        self.nan, self.peak = False, 0.0
+    def reset(self, grey: bool):
+        self.grey, self.out, self.size = grey, None, None
         return self
 
     def open(self, size):
@@ -417,21 +427,19 @@ class ArraySink:
     def write(self, row: int, band) -> None:
         import numpy as np
 
-        torch = _torch()
         band = _finish_band(band, self.grey, self.size, row, clamp=False)
         if band is None:
             return
-        if self.watch:
-            self.nan = self.nan or bool(torch.isnan(band).any())
-            self.peak = max(self.peak, float(band.nan_to_num(0).abs().max()))
+        self.colours = band.shape[1]
         if self.out is None:
             channels = band.shape[1] + (1 if self.alpha else 0)
             self.out = np.empty((*self.size, channels), dtype=self.dtype)
         rows = band.shape[-2]
         self.out[row:row + rows, :, :band.shape[1]] = _quantize(band[0].permute(1, 2, 0), self.top, self.dtype)
 
-    def broken(self, x) -> bool:
-        return self.nan or (self.peak == 0.0 and float(x.max()) > 0.0)
+    def black(self, x) -> bool:
+        """All zero for an input that is not (reduced precision can underflow to black)."""
+        return not self.out[:, :, :self.colours].any() and float(x.max()) > 0.0
 
     def result(self):
         return self.out
@@ -536,9 +544,20 @@ def _writable(array):
     return array if array.flags.writeable else array.copy()
 
 
-def _looks_broken(x, y) -> bool:
+def _check(out, command: Command, expected: tuple, what: str, reduced: bool, source: str) -> None:
+    """A plugin's output must have the promised shape (None: any size) and finite values. NaN or
+    infinity in fp16/bf16 asks for the fp32 retry; anything else is the plugin's error."""
     torch = _torch()
-    return bool(torch.isnan(y).any()) or (float(y.abs().max()) == 0.0 and float(x.max()) > 0.0)
+    if not isinstance(out, torch.Tensor):
+        raise PluginError(f"{command.name}: {what} returned {type(out).__name__}, not a tensor", source)
+    shape = tuple(out.shape)
+    if len(shape) != 4 or any(e is not None and e != got for e, got in zip(expected, shape)):
+        want = "(" + ", ".join("*" if e is None else str(e) for e in expected) + ")"
+        raise PluginError(f"{command.name}: {what} returned shape {shape}, expected {want}", source)
+    if not bool(torch.isfinite(out).all()):
+        if reduced:
+            raise _ReducedPrecisionFailed
+        raise PluginError(f"{command.name}: {what} returned NaN or infinite values", source)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -558,15 +577,6 @@ def _available_memory() -> int:
     except OSError:
         pass
     return 4 << 30
-
-
-def resize(x, size, mode: str = "bicubic"):
-    """Resize (N, C, H, W) to `size` (h, w), antialiased when shrinking, clamped to 0..1."""
-    import torch.nn.functional as F
-
-    antialias = size[0] < x.shape[-2] or size[1] < x.shape[-1]
-    return F.interpolate(x.float(), size=tuple(size), mode=mode, align_corners=False,
-                         antialias=antialias).clamp(0, 1)
 
 
 def bleed_colour(rgb, alpha):

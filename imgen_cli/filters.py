@@ -1,5 +1,6 @@
-"""Small tensor filters shared by plugins and their recipes (torch has no Gaussian blur of its own,
-and torchvision, which has one, does not install beside the CPU torch build this project uses).
+"""Small tensor filters shared by the host, plugins and their recipes (torch has no Gaussian blur of
+its own, and torchvision, which has one, does not install beside the CPU torch build this project
+uses). Plugins import them from `imgen_cli`.
 
 Like the rest of the host package it imports torch only when a filter runs, so importing it never
 slows `imgen --help`.
@@ -30,3 +31,12 @@ def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "reflect") -> to
     x = F.pad(x, (radius, radius, radius, radius), mode=padding)
     x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def resize(x: torch.Tensor, size, mode: str = "bicubic") -> torch.Tensor:
+    """Resize (N, C, H, W) to `size` (h, w), antialiased when shrinking, clamped to 0..1."""
+    import torch.nn.functional as F
+
+    antialias = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    return F.interpolate(x.float(), size=tuple(size), mode=mode, align_corners=False,
+                         antialias=antialias).clamp(0, 1)

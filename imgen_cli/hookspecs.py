@@ -1,8 +1,10 @@
 """The hooks a plugin implements. Each docstring is the contract for that hook.
 
 A plugin is any module registered in the `imgen` entry-point group (built-ins included) that
-implements some of these with `@imgen_cli.hookimpl`. Hooks are called once per process, with a
-`register` callback owned by the host, so the host knows which plugin registered what.
+implements some of these with `@imgen_cli.hookimpl` (`@hookimpl(specname="register_models")` names
+the hook explicitly; a function that only has a hook's name is not an implementation). Hooks are
+called once per process, with a `register` callback owned by the host, so the host knows which
+plugin registered what.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ def register_models(register):
     """Register the networks the plugin's commands run.
 
     Call `register(model)` once per `imgen_cli.Model`. The model's `load` is not called here but
-    when a command first needs the model, once per process. At most one model per task should
-    be `default=True`. Duplicate model names are reported as an error of the later plugin.
+    when a command first needs the model, once per process and precision. At most one model per
+    command should be `default=True`. Duplicate model names are reported as an error of the later
+    plugin.
     """

@@ -6,9 +6,11 @@ and turned into a network by, in order:
 1. the command's own `build_model(state_dict)` (its architecture, e.g. a fine-tuned `sr` model);
 2. spandrel, when installed (`pip install 'imgen[spandrel]'`), which recognises ESRGAN,
    Real-ESRGAN Compact, SwinIR, HAT, SCUNet, DRUNet, NAFNet, LaMa and many more from the keys of
-   the state dict. Its descriptor gives the scale, channel count and size multiple.
+   the state dict. Its descriptor gives the scale, size multiple and precisions.
 
-A file that needs unrestricted unpickling is refused: unpickling runs arbitrary code.
+A file that needs unrestricted unpickling is refused: unpickling runs arbitrary code. A user's
+model file becomes a `Model` of the step that asked for it, never an entry of the plugin registry,
+and what loading it learns comes back as a `Loaded` descriptor.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import warnings
 from pathlib import Path
 
-from .contract import Command, Model
+from .contract import Command, Loaded, Model
 from .errors import PluginError, UsageError
 
 SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
@@ -84,40 +86,39 @@ def load_state_dict(path: Path) -> dict:
 
 def user_model(command: Command, path: Path) -> Model:
     """A Model for `command` from a weights file; loading happens when the engine first needs it."""
-    name = f"file:{path}"
-    model = Model(name=name, task=command.name, load=lambda: None, description=f"user model {path.name}",
-                  weights=str(path), precisions=("fp32",))
+    return Model(name=f"file:{path.resolve()}", command=command.name, load=lambda: load_user_model(command, path),
+                 description=f"user model {path.name}", weights=str(path))
 
-    def load():
-        state = load_state_dict(path)
-        errors = []
-        if command.build_model is not None:
-            try:
-                network = command.build_model(state)
-                model.scale = int(getattr(network, "scale", model.scale))
-                return network
-            except Exception as exc:  # not this command's architecture: try spandrel next
-                errors.append(f"not a {command.name} network of imgen ({type(exc).__name__}: {exc})")
-        descriptor = _spandrel(state, path, errors)
-        if descriptor is None:
-            raise PluginError(f"{path}: cannot build a network from it: " + "; ".join(errors))
-        purpose = getattr(descriptor, "purpose", None)
-        if command.model_purposes and purpose not in command.model_purposes:
-            raise UsageError(f"{path}: a {descriptor.architecture.name} {purpose} model does not fit "
-                             f"`imgen {command.name}` (it takes {', '.join(command.model_purposes)} models)")
-        model.scale = int(descriptor.scale)
-        model.meta["multiple"] = int(getattr(descriptor.size_requirements, "multiple_of", 1) or 1)
-        model.meta["architecture"] = descriptor.architecture.name
-        precisions = ["fp32"]
-        if getattr(descriptor, "supports_half", False):
-            precisions.append("fp16")
-        if getattr(descriptor, "supports_bfloat16", False):
-            precisions.append("bf16")
-        model.precisions = tuple(precisions)
-        return descriptor
 
-    model.load = load
-    return model
+def load_user_model(command: Command, path: Path) -> Loaded:
+    """The network in a user's weights file, by the command's own `build_model` or by spandrel."""
+    state = load_state_dict(path)
+    errors = []
+    if command.build_model is not None:
+        try:
+            built = command.build_model(state)
+        except Exception as exc:  # not this command's architecture: try spandrel next
+            errors.append(f"not a {command.name} network of imgen ({type(exc).__name__}: {exc})")
+        else:
+            if isinstance(built, Loaded):
+                return built
+            return Loaded(built, scale=int(getattr(built, "scale", 1)), architecture=type(built).__name__)
+    descriptor = _spandrel(state, path, errors)
+    if descriptor is None:
+        raise PluginError(f"{path}: cannot build a network from it: " + "; ".join(errors))
+    purpose = getattr(descriptor, "purpose", None)
+    if command.model_purposes and purpose not in command.model_purposes:
+        raise UsageError(f"{path}: a {descriptor.architecture.name} {purpose} model does not fit "
+                         f"`imgen {command.name}` (it takes {', '.join(command.model_purposes)} models)")
+    precisions = ["fp32"]
+    if getattr(descriptor, "supports_half", False):
+        precisions.append("fp16")
+    if getattr(descriptor, "supports_bfloat16", False):
+        precisions.append("bf16")
+    # The spandrel descriptor itself is the network: calling it enforces its I/O contract.
+    return Loaded(descriptor, scale=int(descriptor.scale),
+                  multiple=int(getattr(descriptor.size_requirements, "multiple_of", 1) or 1),
+                  precisions=tuple(precisions), architecture=descriptor.architecture.name)
 
 
 def _spandrel(state: dict, path: Path, errors: list[str]):
@@ -131,3 +132,27 @@ def _spandrel(state: dict, path: Path, errors: list[str]):
     except Exception as exc:
         errors.append(f"spandrel does not recognise it ({type(exc).__name__}: {exc})")
         return None
+
+
+def resolve_model(registry, command: Command, options, value: str | None) -> Model | None:
+    """The model a step runs, decided once when the pipeline is built: `--model` (a registered
+    name, a weights file or a name in the user model folder), else the command's `select_model`,
+    else its default; None for a command without models."""
+    if value:
+        model = registry.models.get(value)
+        if model is not None:
+            if model.command != command.name:
+                raise UsageError(f"model {value!r} is for `imgen {model.command}`, not `imgen {command.name}`")
+            return model
+        path = find_model_file(value)
+        if path is None:
+            raise UsageError(f"unknown model {value!r}: not a registered model (see `imgen models`) "
+                             "nor a .safetensors/.pth file")
+        return user_model(command, path)
+    if command.select_model is not None:
+        chosen = command.select_model(dict(options))
+        if chosen:
+            if chosen not in registry.models:
+                raise PluginError(f"{command.name}: select_model chose {chosen!r}, which is not registered")
+            return registry.models[chosen]
+    return registry.default_model(command.name)

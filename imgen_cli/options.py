@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import click
 
-from .io import FORMATS
+from .contract import PRECISIONS
+from .io import DEFAULT_MAX_PIXELS, FORMATS
+
 
 def verbosity_options(f):
     f = click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(f)
@@ -32,12 +34,12 @@ def shared_params() -> list[click.Parameter]:
         click.Option(["--skip-existing"], is_flag=True, help="Skip inputs whose output exists (for re-runs)."),
         click.Option(["--device"], default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
                      help="Where to run. A device named explicitly must exist."),
-        click.Option(["--precision"], type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
+        click.Option(["--precision"], type=click.Choice(["auto", *PRECISIONS]), default="auto",
                      show_default=True, help="auto: fp16 on GPUs for models that support it, fp32 on CPU."),
         click.Option(["--tile"], default="auto", show_default=True, metavar="auto|PIXELS|0",
                      help="Tile side for large images; auto sizes from free memory, 0 never tiles."),
         click.Option(["--threads"], type=click.IntRange(1, 1024), help="CPU threads for torch."),
-        click.Option(["--max-pixels"], type=click.IntRange(0), default=200_000_000, show_default=True,
+        click.Option(["--max-pixels"], type=click.IntRange(0), default=DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse larger images (decompression bombs); 0 for no limit."),
     ]
     for option in reversed(verbosity_options(lambda: None).__click_params__):

@@ -125,23 +125,26 @@ class Registry:
         info.traceback = "".join(traceback.format_exception(exc))
 
     def _collect(self, plugin: object, info: PluginInfo) -> None:
+        # Through pluggy's own record of this plugin's implementations: a `specname=` alias is
+        # called, a function that merely has a hook's name without `@hookimpl` is not.
         for hook_name, register in (("register_models", self._register_model),
                                     ("register_commands", self._register_command)):
-            impl = getattr(plugin, hook_name, None)
-            if impl is None or not self.pm.is_registered(plugin):
-                continue
-            try:
-                impl(register=lambda item, _info=info, _reg=register: _reg(item, _info))
-            except Exception as exc:
-                # A half-registered plugin is worse than none: take back what it registered.
-                self._fail(info, exc)
-                for command in info.commands or [info.name]:
-                    self.broken_commands.setdefault(command, info)
-                    self.commands.pop(command, None)
-                    self.command_owner.pop(command, None)
-                for model_name in info.models:
-                    self.models.pop(model_name, None)
-                return
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                if impl.plugin is not plugin:
+                    continue
+                try:
+                    impl.function(register=lambda item, _info=info, _reg=register: _reg(item, _info))
+                except Exception as exc:
+                    # A half-registered plugin is worse than none: take back what it registered.
+                    self._fail(info, exc)
+                    for command in info.commands or [info.name]:
+                        self.broken_commands.setdefault(command, info)
+                        self.commands.pop(command, None)
+                        self.command_owner.pop(command, None)
+                    for model_name in info.models:
+                        self.models.pop(model_name, None)
+                    return
 
     def _register_command(self, command: Command, info: PluginInfo) -> None:
         if not isinstance(command, Command):
@@ -163,18 +166,18 @@ class Registry:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def models_for(self, task: str) -> list[Model]:
-        return [m for m in self.models.values() if m.task == task]
+    def models_for(self, command: str) -> list[Model]:
+        return [m for m in self.models.values() if m.command == command]
 
     def model_owner(self, name: str) -> str | None:
-        """The plugin that registered model `name` (None for user model files)."""
+        """The plugin that registered model `name`."""
         for info in self.plugins.values():
             if name in info.models:
                 return info.name
         return None
 
-    def default_model(self, task: str) -> Model | None:
-        models = self.models_for(task)
+    def default_model(self, command: str) -> Model | None:
+        models = self.models_for(command)
         defaults = [m for m in models if m.default]
         return (defaults or models or [None])[0]
 

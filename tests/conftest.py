@@ -55,6 +55,17 @@ def test_plugins(imgen_registry):
     yield imgen_registry
 
 
+def count_loads(registry, name: str, monkeypatch) -> list:
+    """Swap registered model `name` for a copy whose load is counted; returns the list of calls."""
+    import dataclasses
+
+    model = registry.models[name]
+    calls = []
+    monkeypatch.setitem(registry.models, name,
+                        dataclasses.replace(model, load=lambda: calls.append(1) or model.load()))
+    return calls
+
+
 def imgen_env(plugins: str = "imgen_test_tiny") -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TEST_PLUGINS), env.get("PYTHONPATH")]))

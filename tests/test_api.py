@@ -8,6 +8,8 @@ from imgen_cli.api import Pipeline, run
 from imgen_cli.errors import PluginError, UsageError
 from imgen_cli.testing import natural_image
 
+from conftest import count_loads
+
 
 def test_numpy_in_numpy_out_same_as_cli(imgen, test_plugins, tmp_image, tmp_path):
     source = tmp_image("in.png")
@@ -40,23 +42,26 @@ def test_extra_inputs_as_arrays(test_plugins):
 
 
 def test_models_are_loaded_once_per_pipeline(test_plugins, monkeypatch):
-    model = test_plugins.models["tiny-x2"]
-    calls = []
-    original = model.load
-    monkeypatch.setattr(model, "load", lambda: calls.append(1) or original())
+    calls = count_loads(test_plugins, "tiny-x2", monkeypatch)
     pipeline = Pipeline("tinyup")
     for seed in range(3):
         pipeline(natural_image(16, 16, 3, seed=seed))
     assert len(calls) == 1
 
 
-def test_bad_chains_raise(test_plugins):
+def test_bad_chains_raise_imgens_usage_error_not_clicks(test_plugins):
     import click
 
-    with pytest.raises(click.UsageError):
-        Pipeline("nosuchcommand")
-    with pytest.raises(click.BadParameter):
-        Pipeline("fill --value notanumber")
+    cases = {"nosuchcommand": "no such command 'nosuchcommand'",
+             "fill --value notanumber": "'notanumber' is not a valid float",
+             "invert --no-such-option": "--no-such-option",
+             "invert +": "empty step in chain",
+             "tinyup --model nope": "unknown model 'nope'"}
+    for chain, message in cases.items():
+        with pytest.raises(UsageError, match=message) as caught:
+            Pipeline(chain)
+        assert not isinstance(caught.value, click.ClickException)
+        assert caught.value.exit_code == 2
 
 
 def test_broken_plugin_raises_plugin_error(imgen_registry):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, imgen_cmd, imgen_env, run_imgen
+from conftest import DATA, count_loads, imgen_cmd, imgen_env, run_imgen
 from imgen_cli import errors
 
 
@@ -58,7 +58,7 @@ def test_plugins_table(imgen, test_plugins):
 def test_models_lists_registered_models(imgen, test_plugins):
     rows = json.loads(imgen(["models", "--json"]).stdout)
     tiny = [row for row in rows if row["name"] == "tiny-x2"][0]
-    assert tiny["task"] == "tinyup" and tiny["scale"] == 2 and tiny["default"] is True
+    assert tiny["command"] == "tinyup" and tiny["scale"] == 2 and tiny["default"] is True
 
 
 def test_broken_plugin_is_reported_and_others_keep_working(tmp_path):
@@ -192,6 +192,19 @@ def test_existing_output_is_never_overwritten_without_overwrite(imgen, test_plug
     assert (tmp_path / "out.png").read_bytes() == b"precious"
     assert imgen(["invert", source, "-o", "out.png", "--overwrite"]).exit_code == 0
     assert read(tmp_path / "out.png").shape == (96, 128, 3)
+
+
+def test_skip_existing_skips_before_loading_the_model(imgen, test_plugins, tmp_image, tmp_path, monkeypatch):
+    calls = count_loads(test_plugins, "tiny-x2", monkeypatch)
+    # PNG bytes named .gif: the output is a PNG, out/b.png, which only the bytes can tell.
+    sources = [tmp_image("a.png"), tmp_image("b.gif", seed=1)]
+    assert imgen(["tinyup", *sources, "-o", "out"]).exit_code == 0
+    assert len(calls) == 1 and sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png"]
+    # Names and formats are settled from the names and first bytes: nothing is decoded or loaded.
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n but not decodable")
+    again = imgen(["tinyup", *sources, "-o", "out", "--skip-existing", "-v"])
+    assert again.exit_code == 0, again.stderr
+    assert len(calls) == 1 and "0 written, 2 skipped" in again.stderr
 
 
 def test_input_is_never_overwritten(imgen, test_plugins, tmp_image):
@@ -414,10 +427,7 @@ def test_chain_options_must_agree_and_inputs_come_once(imgen, test_plugins, tmp_
 
 
 def test_model_is_loaded_once_across_files_and_steps(imgen, test_plugins, tmp_image, monkeypatch):
-    model = test_plugins.models["tiny-x2"]
-    calls = []
-    original = model.load
-    monkeypatch.setattr(model, "load", lambda: calls.append(1) or original())
+    calls = count_loads(test_plugins, "tiny-x2", monkeypatch)
     a, b = tmp_image("a.png"), tmp_image("b.png", seed=1)
     result = imgen(["tinyup", "+", "tinyup", a, b, "-o", "out"])
     assert result.exit_code == 0, result.stderr

@@ -22,7 +22,7 @@ def noisy(clean: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
 def test_registers_command_and_model(imgen_registry):
     assert imgen_registry.command_owner["denoise"] == "denoise"
     model = imgen_registry.default_model("denoise")
-    assert model.name == "denoise-ffdnet" and model.task == "denoise"
+    assert model.name == "denoise-ffdnet" and model.command == "denoise"
     assert Path(model.weights).stat().st_size < 5 * 2**20
 
 

@@ -249,3 +249,121 @@ def test_tile_weights_sum_to_one_even_when_the_overlap_is_wide(overlap, multiple
     for i, (a, b) in enumerate(spans):
         total[a:b] += _weights(spans, i, 1, feather, "cpu").numpy()
     assert np.allclose(total, 1)
+
+
+# -- steps resolved once, descriptors, checked output, positions ---------------------------------
+
+
+class CheckedPlugin:
+    """Commands whose output breaks the process contract, a user-model command whose weights
+    decide its precisions, and a position-dependent vignette."""
+
+    def __init__(self):
+        self.dtypes, self.builds = [], 0
+
+    @hookimpl
+    def register_commands(self, register):
+        import click
+
+        def crop(x, ctx):
+            return x[..., 1:, :]
+
+        def nan(x, ctx):
+            return x * float("nan")
+
+        def wrong_channels(x, ctx):
+            return x[:, :1]
+
+        def run(x, ctx):
+            self.dtypes.append(x.dtype)
+            return ctx.model()(x)
+
+        def build(state):
+            import torch
+
+            from imgen_cli import Loaded
+
+            self.builds += 1
+            conv = torch.nn.Conv2d(3, 3, 1)
+            conv.load_state_dict(state)
+            # The weights file, not a registration, says which precisions this network is safe in.
+            return Loaded(conv, scale=1, precisions=("fp32", "bf16"), architecture="Conv1x1")
+
+        def vignette(x, ctx):
+            import torch
+
+            height, width = ctx.image_size
+            rows = []
+            for (top, left) in ctx.offsets:
+                yy = torch.arange(top, top + x.shape[-2], dtype=x.dtype, device=x.device)[:, None]
+                xx = torch.arange(left, left + x.shape[-1], dtype=x.dtype, device=x.device)[None, :]
+                r2 = ((yy - height / 2) / height) ** 2 + ((xx - width / 2) / width) ** 2
+                rows.append(1 - r2)
+            return x * torch.stack(rows)[:, None]
+
+        register(Command("crop", "Return one row too few.", crop, tiling=Tiling(overlap=0)))
+        register(Command("nan", "Return NaN.", nan, tiling=Tiling(overlap=0)))
+        register(Command("grey", "Return one channel of three.", wrong_channels, tiling=Tiling(overlap=0)))
+        register(Command("runfile", "Run a user's 1x1 convolution.", run, build_model=build,
+                         params=[click.Option(["--unused"], is_flag=True)], tiling=Tiling(overlap=0)))
+        register(Command("vignette", "Darken towards the corners.", vignette, tiling=Tiling(overlap=0)))
+
+
+@pytest.fixture
+def checked_plugin(imgen_registry):
+    plugin = CheckedPlugin()
+    info = imgen_registry.add(plugin, "checked-test")
+    assert info.error is None, info.error
+    return plugin
+
+
+@pytest.mark.parametrize("command,message", [
+    ("crop", "crop: process returned shape (1, 3, 39, 48), expected (1, 3, 40, 48)"),
+    ("grey", "grey: process returned shape (1, 1, 40, 48), expected (1, 3, 40, 48)"),
+    ("nan", "nan: process returned NaN or infinite values"),
+])
+def test_wrong_shape_or_nan_output_is_a_plugin_error(imgen, checked_plugin, tmp_path, command, message):
+    source = write(tmp_path / "in.png", natural_image(40, 48, 3))
+    result = imgen([command, source, "--precision", "fp32", "-o", "out.png"])
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.strip() == f"imgen: error: {source}: {message}"
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_user_model_runs_every_image_in_one_dtype_and_loads_once(imgen, imgen_registry, checked_plugin, tmp_path,
+                                                                  monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    from imgen_cli import engine, models
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    save_file({"weight": torch.eye(3)[:, :, None, None] * 0.5, "bias": torch.zeros(3)},
+              str(folder / "halve.safetensors"))
+    monkeypatch.setenv("IMGEN_MODELS", str(folder))
+    listings = []
+    original = models.user_model_files
+    monkeypatch.setattr(models, "user_model_files", lambda: listings.append(1) or original())
+    # The precision policy sees a GPU; the tensors stay on the CPU (bf16 convolutions run there).
+    monkeypatch.setattr(engine, "device_kind", lambda device: "cuda")
+    sources = [write(tmp_path / f"{name}.png", natural_image(64, 64, 3, seed=i)) for i, name in enumerate("ab")]
+    result = imgen(["runfile", "--model", "halve", *sources, "--tile", "32", "-o", "out"])
+    assert result.exit_code == 0, result.stderr
+    assert checked_plugin.builds == 1 and listings == [1]
+    assert len(checked_plugin.dtypes) > 2 and set(checked_plugin.dtypes) == {torch.bfloat16}
+    for source in sources:
+        expected = read(source) / 2
+        assert np.abs(read(tmp_path / "out" / source.name) - expected).max() <= 2
+    assert not any(name.startswith("file:") for name in imgen_registry.models)  # kept out of the registry
+
+
+def test_position_dependent_commands_see_tile_offsets(imgen, checked_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(131, 177, 3, seed=2))
+    assert imgen(["vignette", source, "--tile", "0", "-o", "whole.png"]).exit_code == 0
+    result = imgen(["vignette", source, "--tile", "48", "-o", "tiled.png"])
+    assert result.exit_code == 0, result.stderr
+    whole, tiled = read(tmp_path / "whole.png").astype(int), read(tmp_path / "tiled.png").astype(int)
+    assert np.abs(whole - tiled).max() <= 1
+    corner, centre = whole[:5, :5].mean() / read(source)[:5, :5].mean(), whole[60:70, 85:95].mean() / read(source)[60:70, 85:95].mean()
+    assert corner < 0.6 < 0.95 < centre

@@ -75,3 +75,16 @@ def test_misspelled_hook_is_an_error_of_that_plugin(imgen_registry):
     info = imgen_registry.add(typo, "typo")
     assert "register_comands" in info.error
     assert not imgen_registry.pm.is_registered(typo)
+
+
+def test_hooks_are_called_through_pluggys_registrations(imgen_registry):
+    class Plugin:
+        @hookimpl(specname="register_commands")
+        def commands(self, register):
+            register(Command("aliased", "Registered through specname=.", lambda x, ctx: x))
+
+        def register_models(self, register):  # no @hookimpl: not a hook implementation
+            raise AssertionError("an unmarked function must not be called")
+
+    info = imgen_registry.add(Plugin(), "specname-plugin")
+    assert info.error is None and info.commands == ["aliased"] and info.models == []

@@ -66,7 +66,7 @@ def hole_psnr(clean, out, mask) -> float:
 
 def test_registers_command_and_model(inpaint, imgen_registry):
     model = imgen_registry.default_model("inpaint")
-    assert model.name == "inpaint-ffc" and model.task == "inpaint"
+    assert model.name == "inpaint-ffc" and model.command == "inpaint"
     assert Path(model.weights).stat().st_size < 5 * 2**20
 
 

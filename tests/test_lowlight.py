@@ -28,7 +28,7 @@ def test_registers_command_and_model(imgen_registry):
     command = imgen_registry.commands["lowlight"]
     assert command.tiling.tileable is False
     model = imgen_registry.default_model("lowlight")
-    assert model.name == "lowlight-curves" and model.task == "lowlight"
+    assert model.name == "lowlight-curves" and model.command == "lowlight"
     assert Path(model.weights).stat().st_size < 5 * 2**20
 
 

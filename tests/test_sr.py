@@ -23,7 +23,7 @@ def test_registers_command_and_models(imgen_registry):
     assert imgen_registry.default_model("sr").name == "sr-real-x4"
     for name, scale in MODELS.items():
         spec = imgen_registry.models[name]
-        assert spec.scale == scale and spec.task == "sr"
+        assert spec.scale == scale and spec.command == "sr"
         assert Path(spec.weights).stat().st_size < 5 * 2**20
 
 

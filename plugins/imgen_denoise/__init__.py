@@ -69,7 +69,7 @@ def register_models(register):
     register(
         Model(
             name=MODEL,
-            task="denoise",
+            command="denoise",
             load=_load,
             default=True,
             precisions=("fp32", "fp16", "bf16"),

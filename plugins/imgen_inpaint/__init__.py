@@ -37,7 +37,7 @@ def register_models(register):
     register(
         Model(
             name=MODEL,
-            task="inpaint",
+            command="inpaint",
             load=_load,
             default=True,
             weights=str(WEIGHTS / "inpaint.safetensors"),

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imgen_cli.errors import UsageError
+from imgen_cli import UsageError
 
 # Side of the coarse cells in which holes are grouped into regions.
 CELL = 16

@@ -43,7 +43,7 @@ def register_models(register):
     register(
         Model(
             name="lowlight-curves",
-            task="lowlight",
+            command="lowlight",
             load=_load,
             default=True,
             # The curve is iterated 8 times; half precision bands smooth gradients in 16-bit output.

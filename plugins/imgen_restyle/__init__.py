@@ -57,7 +57,7 @@ def register_models(register):
     register(
         Model(
             name=MODEL,
-            task="restyle",
+            command="restyle",
             load=_load,
             default=True,
             precisions=("fp32", "fp16", "bf16"),

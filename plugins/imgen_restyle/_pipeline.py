@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from imgen_cli.filters import gaussian_blur
+from imgen_cli import gaussian_blur
 
 from ._color import apply_lut, fit_colour_map, transport_lut
 from ._net import EPS, moments

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from imgen_cli import Command, Model, Tiling, hookimpl
+from imgen_cli import Command, Model, Tiling, hookimpl, resize
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -62,7 +62,7 @@ def _loader(stem: str):
 def register_models(register):
     for (kind, scale), stem in SHIPPED.items():
         register(Model(
-            name=_model_name(kind, scale), task="sr", load=_loader(stem), scale=scale,
+            name=_model_name(kind, scale), command="sr", load=_loader(stem), scale=scale,
             default=(kind, scale) == (DEFAULT_KIND, DEFAULT_SCALE),
             description=DESCRIPTIONS[kind].format(s=scale), precisions=("fp32", "fp16", "bf16"),
             weights=str(WEIGHTS / f"{stem}.safetensors"), channels_last=True, meta={"kind": kind, "scale": scale},
@@ -78,11 +78,11 @@ def _select(options: dict) -> str:
 
 
 def _tiling(ctx) -> Tiling:
-    # The network decides the factor: a --model FILE (spandrel descriptor) may differ from --scale.
-    net = ctx.model()
-    multiple = getattr(getattr(net, "size_requirements", None), "multiple_of", 1) or 1
-    overlap = getattr(net, "radius", OVERLAP)
-    return Tiling(scale=int(net.scale), overlap=overlap, multiple=multiple, bytes_per_pixel=2048)
+    # The loaded model decides the factor: a --model FILE may differ from --scale. (Its size
+    # multiple, if any, the host applies itself.) CompactSR declares its own receptive field.
+    loaded = ctx.loaded()
+    overlap = getattr(loaded.network, "radius", OVERLAP)
+    return Tiling(scale=loaded.scale, overlap=overlap, bytes_per_pixel=2048)
 
 
 def _process(x, ctx):
@@ -91,8 +91,6 @@ def _process(x, ctx):
 
 def _finish(y, ctx):
     """Resize the model's output to --outscale, or to --scale when the model's factor differs."""
-    from imgen_cli.engine import resize
-
     target = ctx.options.get("outscale") or (float(ctx.options["scale"]) if ctx.options.get("scale") else None)
     if target is None or target == ctx.scale:
         return y

@@ -82,7 +82,7 @@ def _invert(x, ctx):
 
 @hookimpl
 def register_models(register):
-    register(Model(name="tiny-x2", task="tinyup", load=_load_upscaler, scale=2, default=True,
+    register(Model(name="tiny-x2", command="tinyup", load=_load_upscaler, scale=2, default=True,
                    precisions=("fp32", "fp16"), description="random tiny x2 upscaler"))
 
 
