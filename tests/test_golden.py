@@ -60,6 +60,8 @@ CASES = {
                            **FIDELITY),
     "sr-real-x4": Case(("sr", "--model", "sr-real-x4"), "plugins/imgen_sr/weights/real_x4.safetensors",
                        image="raindrops.png", top=300, left=255, size=32),
+    "sr-real-x2": Case(("sr", "--model", "sr-real-x2"), "plugins/imgen_sr/weights/real_x2.safetensors",
+                       image="raindrops.png", top=300, left=255, size=32),
 }
 
 
