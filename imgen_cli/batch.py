@@ -262,9 +262,10 @@ def write_output(output: str, data: bytes, overwrite: bool, stdout=None) -> None
     imageio_.write_atomic(output, data, overwrite=overwrite)
 
 
-def run_job(job: Job, pipeline, settings: Settings, reporter) -> str:
+def run_job(job: Job, pipeline, settings: Settings, reporter, convert=convert) -> str:
     """One file of the CLI: "skipped" when its output exists and --skip-existing says so (before
-    anything is read or loaded), else read, convert, write and say so; "written"."""
+    anything is read or loaded), else read, convert, write and say so; "written". `convert` makes
+    the pixels: this module's, or another with its signature (imgen --server's, over HTTP)."""
     if job.output != STDIO and os.path.exists(job.output):
         if settings.skip_existing:
             reporter.info(f"{job.output}: exists, skipped")
@@ -281,7 +282,7 @@ def run_job(job: Job, pipeline, settings: Settings, reporter) -> str:
     return "written"
 
 
-def run(jobs: list[Job], pipeline, settings: Settings, reporter) -> int:
+def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert) -> int:
     """The CLI's batch: every job in turn, past bad inputs, with progress and a summary; returns
     the exit status. A plugin or usage failure stops it (it would repeat for every input).
 
@@ -294,7 +295,7 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter) -> int:
     try:
         for job in jobs:
             try:
-                outcome = run_job(job, pipeline, settings, reporter)
+                outcome = run_job(job, pipeline, settings, reporter, convert)
             except ImgenError as exc:
                 reporter.error(exc if exc.source else type(exc)(exc.message, job.source))
                 summary.failed += 1

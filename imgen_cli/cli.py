@@ -23,8 +23,9 @@ from .errors import BROKEN_PIPE, INTERRUPTED, USAGE, ImgenError, UsageError
 from .metrics_cli import metrics
 from .options import verbosity_options
 from .plugins import Registry, get_registry
+from .serve import serve
 
-HOST_COMMANDS = ("plugins", "models", "metrics")
+HOST_COMMANDS = ("plugins", "models", "metrics", "serve")
 
 
 class Reporter:
@@ -112,11 +113,11 @@ class ImgenGroup(click.Group):
                 with sub:
                     return sub.command.invoke(sub)
         contexts = chain.parse_contexts(words, self.registry, ctx, reserved=HOST_COMMANDS)
-        ctx.exit(run_chain(ctx, contexts))
+        ctx.exit(run_chain(ctx, contexts, server=ctx.params.get("server")))
 
 
-def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
-    """Run the parsed chain over all inputs; returns the exit status."""
+def run_chain(ctx: click.Context, contexts: list[click.Context], server: str | None = None) -> int:
+    """Run the parsed chain over all inputs, here or on `server`; returns the exit status."""
     from . import batch
 
     root = ctx.params
@@ -140,15 +141,23 @@ def run_chain(ctx: click.Context, contexts: list[click.Context]) -> int:
             spec.check_inputs({name: value is not None for name, (_, value) in spec.inputs.items()})
         sources = batch.expand_inputs(opts["inputs"], stdin_is_tty=_isatty(sys.stdin))
         jobs = batch.plan(sources, settings, suffix, stdout_is_tty=_isatty(sys.stdout))
-        from .api import Pipeline
+        if server:
+            from .client import Remote
 
-        pipeline = Pipeline.from_specs(specs, device=opts["device"], precision=opts["precision"],
-                                       tile=opts["tile"], threads=opts["threads"], max_pixels=settings.max_pixels,
-                                       info=reporter.info, progress=reporter.progress)
+            pipeline = Remote(server, contexts, specs)
+            convert = pipeline.convert
+        else:
+            from .api import Pipeline
+
+            pipeline = Pipeline.from_specs(specs, device=opts["device"], precision=opts["precision"],
+                                           tile=opts["tile"], threads=opts["threads"],
+                                           max_pixels=settings.max_pixels, info=reporter.info,
+                                           progress=reporter.progress)
+            convert = batch.convert
     except ImgenError as exc:
         reporter.error(exc)
         return exc.exit_code
-    return batch.run(jobs, pipeline, settings, reporter)
+    return batch.run(jobs, pipeline, settings, reporter, convert=convert)
 
 
 def _isatty(stream) -> bool:
@@ -162,7 +171,10 @@ def _isatty(stream) -> bool:
              invoke_without_command=False, no_args_is_help=True)
 @click.version_option(__version__, "-V", "--version", prog_name="imgen")
 @verbosity_options
-def cli(quiet, verbose, debug):
+@click.option("--server", metavar="URL", envvar="IMGEN_SERVER",
+              help="Send each image to a running `imgen serve` instead of loading models here "
+                   "(outputs are written as without it). Env: IMGEN_SERVER.")
+def cli(quiet, verbose, debug, server):
     """Enhance images with generative models.
 
     Each command below comes from a plugin. Inputs are files, folders or - (stdin); outputs go
@@ -220,6 +232,7 @@ def models(as_json):
 
 
 cli.add_command(metrics)
+cli.add_command(serve)
 
 
 def _listing(rows: list[dict], as_json: bool, columns: tuple[str, ...], cells) -> None:
