@@ -33,6 +33,7 @@ ENVIRONMENT = [
     ("IMGEN_MODELS", "The user model folder searched by --model NAME; default "
                      "$XDG_DATA_HOME/imgen/models, that is ~/.local/share/imgen/models."),
     ("XDG_DATA_HOME", "Base of the default user model folder."),
+    ("IMGEN_SERVER", "The URL of a running imgen serve to send images to, as --server URL does."),
     ("NO_COLOR", "When set, listings (imgen plugins, imgen models) are printed without colour."),
     ("CUDA_VISIBLE_DEVICES", "Which GPUs --device auto and --device cuda:N may use."),
 ]
@@ -80,6 +81,8 @@ EXAMPLES = [
     ("Paint a photo in the look of another image:", "imgen restyle --style painting.jpg photo.jpg"),
     ("Run a community model file:", "imgen sr --model RealESRGAN_x4plus.pth photo.jpg"),
     ("List plugins and models:", "imgen plugins; imgen models --json"),
+    ("Keep the models loaded in a server, and send it a folder's images:",
+     "imgen serve --preload denoise & imgen --server http://127.0.0.1:8800 denoise scans/ -o clean/"),
 ]
 
 ARGUMENT_HELP = ("Image files, folders of images, or - for standard input (the default when it is "

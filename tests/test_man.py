@@ -43,7 +43,9 @@ def test_one_page_per_builtin_and_host_command():
     registry = make_man.builtin_registry()
     builtin = [name for name, owner in registry.command_owner.items() if registry.plugins[owner].builtin]
     assert builtin, "the built-in plugins register commands"
-    expected = {"imgen.1", "imgen-plugins.1", "imgen-models.1", "imgen-metrics.1", *(f"imgen-{name}.1" for name in builtin)}
+    from imgen_cli.cli import HOST_COMMANDS
+
+    expected = {"imgen.1", *(f"imgen-{name}.1" for name in (*HOST_COMMANDS, *builtin))}
     assert set(PAGES) == expected
 
 
