@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import click
 
-from .errors import ImgenError, InputError, PluginError, UsageError
+from .errors import InputError, PluginError, UsageError
 
 # A busy server answers 503 with Retry-After; a script would rather wait than fail.
 BUSY_PATIENCE_S = 300

@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from .errors import (FAILED, OK, PLUGIN, USAGE, DeviceError, ImgenError, InputError, PluginError,
-                     UsageError)
+from .errors import FAILED, OK, PLUGIN, USAGE, DeviceError, ImgenError, PluginError, UsageError
 
 MB = 1 << 20
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff",
