@@ -1,8 +1,8 @@
 """`imgen --server URL CHAIN INPUT...`: the local CLI's files, a running `imgen serve`'s models.
 
-Inputs are planned, named, checked and written exactly as without --server (batch.plan, the same
-format rules, atomic writes, the same messages and exit statuses); only the pixels are made by
-the server. Only the standard library talks HTTP here, so a shell loop over many small files
+Inputs are planned, named, checked and written exactly as without --server (batch.plan and
+batch.run: the same names, format rules, atomic writes, messages and exit statuses); only the
+pixels are made by the server, through `Remote.convert` in place of batch.convert. Only the standard library talks HTTP here, so a shell loop over many small files
 pays neither torch's import nor a model load per file.
 """
 
@@ -20,11 +20,10 @@ from dataclasses import dataclass
 import click
 
 from .errors import InputError, PluginError, UsageError
+from .serve import SERVER_OPTIONS
 
 # A busy server answers 503 with Retry-After; a script would rather wait than fail.
 BUSY_PATIENCE_S = 300
-# Shared options that are the server's choice (set on `imgen serve`).
-SERVER_OPTIONS = ("device", "precision", "tile", "threads", "max_pixels")
 
 
 @dataclass
