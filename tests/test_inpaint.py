@@ -48,11 +48,12 @@ def guess(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.round(out[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
 
 
-def fills_well(clean, out, mask, slack: float = 1.0) -> bool:
-    """Far closer to the lost content than white, and within `slack` dB of the smooth guess it refines.
+def fills_well(clean, out, mask, slack: float = 2.5) -> bool:
+    """Far closer to the lost content than white, and within `slack` dB of the smooth guess.
 
-    The shipped weights are barely trained (see docs/inpaint.md), so this guards against a broken
-    fill, not for the quality bar, which benchmarks/bench_inpaint.py measures.
+    This guards against a broken fill, not for the quality bar, which benchmarks/bench_inpaint.py
+    measures. The slack is what copied texture costs against the smooth guess in the worst case
+    here: kite's sky, -1.7 dB at 42.6 dB (texture that is not exactly the lost one adds error).
     """
     white = np.full_like(clean, 255)
     score = hole_psnr(clean, out, mask)
@@ -273,3 +274,43 @@ def test_large_region_is_downscaled_and_still_exact_outside(inpaint, tmp_path, m
     out = read(tmp_path / "out.png")
     assert np.array_equal(out[~mask], clean[~mask])
     assert fills_well(clean, out, mask, slack=3.0)  # filled at half size, so softer
+
+
+def textured(size: int = 160) -> np.ndarray:
+    """Woven-looking 8-bit RGB texture: crossed stripes with seeded noise, the same everywhere."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:size, 0:size]
+    stripes = 0.5 + 0.25 * np.sin(xx * 0.9) * np.sin(yy * 0.7) + 0.08 * rng.standard_normal((size, size))
+    rgb = np.stack([stripes, 0.8 * stripes + 0.1, 0.6 * stripes + 0.2], axis=2)
+    return np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def texture_ratio(image: np.ndarray, mask: np.ndarray) -> float:
+    """The benchmark's texture ratio: detail (image minus its sigma-1.5 blur) inside vs around the hole."""
+    from scipy import ndimage
+
+    x = image.astype(np.float64)
+    detail = x - ndimage.gaussian_filter(x, sigma=(1.5, 1.5, 0), mode="reflect")
+    ring = ndimage.binary_dilation(mask, np.ones((33, 33), bool)) & ~mask
+    return float(detail[mask].var(axis=0).mean() / detail[ring].var(axis=0).mean())
+
+
+def test_a_large_hole_gets_the_texture_around_it_and_a_thin_one_stays_smooth(inpaint, tmp_path):
+    clean = textured()
+    mask = np.zeros(clean.shape[:2], bool)
+    mask[50:110, 40:100] = True  # a 60-pixel box: synthesized
+    thin = np.zeros_like(mask)
+    thin[20:24, 10:150] = True  # a 4-pixel scratch: smooth
+    damaged = clean.copy()
+    damaged[mask | thin] = 255
+    write(tmp_path / "in.png", damaged)
+    write(tmp_path / "mask.png", (mask | thin).astype(np.uint8) * 255)
+    for name, extra in (("out.png", []), ("again.png", []), ("smooth.png", ["--smooth"])):
+        result = inpaint(["inpaint", "--mask", "mask.png", *extra, "in.png", "-o", name])
+        assert result.exit_code == 0, result.stderr
+    out, smooth = read(tmp_path / "out.png"), read(tmp_path / "smooth.png")
+    assert np.array_equal(out[~(mask | thin)], damaged[~(mask | thin)])
+    assert np.array_equal(out, read(tmp_path / "again.png"))  # seeded: the same output every run
+    assert texture_ratio(out, mask) > 0.6
+    assert texture_ratio(smooth, mask) < 0.3  # what the fill was before
+    assert np.array_equal(out[thin], smooth[thin])  # thin holes keep the smooth fill

@@ -42,7 +42,7 @@ def register_models(register):
             default=True,
             weights=str(WEIGHTS / "inpaint.safetensors"),
             channels_last=True,
-            description="Harmonic fill refined by a LaMa-style Fourier-convolution network (patch-GAN loss), trained by imgen",
+            description="Harmonic fill refined by a LaMa-style Fourier-convolution network, texture for large holes by patch synthesis",
         )
     )
 
@@ -57,8 +57,9 @@ def register_commands(register):
                 "The mask comes from --mask (white or any non-zero pixel = fill; a folder of masks "
                 "for a batch, matched by file stem) or from the image's own transparency with "
                 "--mask-from-alpha (pixels under 50% opacity are filled and made opaque). The mask "
-                "must have the image's size. --dilate grows it by N pixels and blends the grown ring "
-                "softly into the surroundings. Only the regions around the holes are processed; "
+                "must have the image's size. Holes wider than about 16 pixels get texture and structure "
+                "copied from the rest of the photo; thinner ones (and all with --smooth) a smooth fill. "
+                "--dilate grows the mask by N pixels and blends the grown ring softly into the surroundings. Only the regions around the holes are processed; "
                 "every pixel outside the (grown) mask is returned unchanged."
             ),
             process=_process,
@@ -67,6 +68,11 @@ def register_commands(register):
                     ["--mask-from-alpha"],
                     is_flag=True,
                     help="Fill the transparent pixels of the input instead of reading --mask.",
+                ),
+                click.Option(
+                    ["--smooth"],
+                    is_flag=True,
+                    help="Fill every hole smoothly, without copying texture into the large ones (faster).",
                 ),
                 click.Option(
                     ["--dilate"],

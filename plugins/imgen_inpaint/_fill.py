@@ -30,6 +30,10 @@ MAX_SIDE = 1024
 BUCKET = 256
 # Crops up to SMALL a side are grown to a multiple of ROUND and filled BATCH to a network call.
 SMALL, ROUND, BATCH = 256, 16, 16
+# A hole gets synthesized texture when it is at least this many pixels from the known region
+# somewhere (twice it wide): a scratch or wire is better filled smoothly (its smooth fill is
+# close to the truth, and copied texture would only add error), a removed object is not.
+THICK = 8
 
 
 def _holes(x: torch.Tensor, ctx) -> torch.Tensor:
@@ -189,17 +193,52 @@ def _batches(boxes: list[tuple[int, int, int, int]], size: tuple[int, int]):
             yield group
 
 
-def _fill_crop(net, image: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
-    """The network's fill of (n, 3, h, w) crops, downscaled when their long side exceeds MAX_SIDE."""
+def _texture(filled: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+    """Replace the smooth fill of the thick holes of (n, 3, h, w) crops by synthesized texture.
+
+    Holes are judged one connected component at a time: a component whose deepest pixel lies at
+    least THICK pixels from the known region is synthesized as a whole, thinner ones keep the
+    smooth fill. Every crop is synthesized with the same seed, so equal inputs give equal outputs.
+    """
+    from scipy import ndimage
+
+    from ._synth import synthesize
+
+    out = filled.clone()
+    for i in range(filled.shape[0]):
+        unknown = holes[i, 0].cpu().numpy() > 0.5
+        if not unknown.any():
+            continue
+        distance = ndimage.distance_transform_cdt(np.pad(unknown, 1), metric="chessboard")[1:-1, 1:-1]
+        labels, count = ndimage.label(unknown)
+        deepest = np.asarray(ndimage.maximum(distance, labels, np.arange(1, count + 1)))
+        thick = (deepest >= THICK)[labels - 1] & unknown
+        if not thick.any():
+            continue
+        hole = torch.from_numpy(unknown).to(filled.device)
+        synthesized = synthesize(filled[i].float(), hole, seed=0).to(filled.dtype)
+        out[i] = torch.where(torch.from_numpy(thick).to(filled.device), synthesized, filled[i])
+    return out
+
+
+def _fill_crop(net, image: torch.Tensor, holes: torch.Tensor, texture: bool = True) -> torch.Tensor:
+    """The fill of (n, 3, h, w) crops, downscaled when their long side exceeds MAX_SIDE.
+
+    The network gives the smooth fill (harmonic guess plus its correction); with `texture`, the
+    thick holes then get texture copied from the crop's known pixels (see _synth.py).
+    """
     h, w = image.shape[-2:]
     factor = MAX_SIDE / max(h, w)
     if factor >= 1:
-        return net(image, holes.to(image.dtype))
+        filled = net(image, holes.to(image.dtype))
+        return _texture(filled, holes) if texture else filled
     size = (max(round(h * factor), 4), max(round(w * factor), 4))
     small = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
     # Any hole pixel makes its small pixel a hole, so no object colour leaks into the fill.
     small_holes = F.adaptive_max_pool2d(holes.to(image.dtype), size)
     filled = net(small, small_holes)
+    if texture:
+        filled = _texture(filled, small_holes)
     return F.interpolate(filled, size=(h, w), mode="bicubic", align_corners=False)
 
 
@@ -207,6 +246,7 @@ def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
     """Fill the holes of a batch (N, 3, H, W); pixels outside the dilated mask are copied from x."""
     holes = _holes(x, ctx).to(x.device)
     radius = int(ctx.options.get("dilate") or 0)
+    texture = not ctx.options.get("smooth", False)
     net = ctx.model()
     out = x.clone()
     for n in range(x.shape[0]):
@@ -228,7 +268,7 @@ def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
                 own_grown = _grow(own, radius)[inner]
                 jobs.append((own[inner], own_grown, unknown | own_grown))
             crops = torch.cat([out[n : n + 1, :, t:b, l:r] for _, (t, l, b, r) in batch])
-            filled = _fill_crop(net, crops, torch.cat([job[2] for job in jobs])).to(x.dtype)
+            filled = _fill_crop(net, crops, torch.cat([job[2] for job in jobs]), texture).to(x.dtype)
             for i, ((_, (top, left, bottom, right)), (own, own_grown, _)) in enumerate(zip(batch, jobs)):
                 crop = out[n : n + 1, :, top:bottom, left:right]
                 weight = _seam(own, own_grown, radius)

@@ -2,22 +2,21 @@
 
     PYTHONPATH=plugins:. nice -n 15 python -m imgen_inpaint.train --run runs/inpaint \
         --export plugins/imgen_inpaint/weights/inpaint.safetensors
-    (add --resume to continue from runs/inpaint/last.pt)
+    (add --resume to continue from runs/inpaint/last.pt; the common arguments come from
+    imgen_cli.recipes)
 
 Random 128x128 patches of the training photos, taken at full, half or quarter size so holes cover
 small and large structures, get LaMa-style masks (thick strokes and boxes covering 5-40%). The
 generator learns with an L1 loss inside the holes plus a hinge adversarial loss from a patch
 discriminator with spectral normalization, so large holes get texture rather than blur. Every
-`--every` steps the hole PSNR on fixed masked crops of the held-out photos is logged (next to the
+`--val-every` steps the hole PSNR on fixed masked crops of the held-out photos is logged (next to the
 harmonic guess the network starts from), a resumable checkpoint is written, and the best weights
-so far are kept in `best.safetensors` and copied to `--export`.
+so far are kept in `best.safetensors`; when the run stops they are written to `--export`.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -26,9 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file
 
-from imgen_cli.datasets import data_root, image_files, load_rgb, split
+from imgen_cli import recipes
+from imgen_cli.datasets import image_files, load_rgb, split
 from imgen_inpaint._net import InpaintNet, harmonic_fill
 from imgen_inpaint.masks import random_mask
 
@@ -122,53 +122,39 @@ def evaluate(net: InpaintNet, images: torch.Tensor, masks: torch.Tensor) -> floa
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None, help="dataset root holding photos/ (default: imgen's data_root())")
-    parser.add_argument("--run", default="runs/inpaint", help="folder for checkpoints and the log")
-    parser.add_argument("--export", default=None, help="copy the best weights here after every validation")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--adv", type=float, default=0.01, help="weight of the adversarial loss")
-    parser.add_argument("--adv-start", type=int, default=300, help="step at which the adversarial loss starts")
-    parser.add_argument("--every", type=int, default=50, help="validate and checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
-    parser.add_argument("--seed", type=int, default=0)
+    parser = recipes.arguments(__doc__, run="runs/inpaint", steps=1500, batch=8, lr=1e-3, val_every=50)
+    parser.add_argument("--size", type=int, default=128, help="patch side (default: 128)")
+    parser.add_argument("--adv", type=float, default=0.01, help="weight of the adversarial loss (default: 0.01)")
+    parser.add_argument("--adv-start", type=int, default=300,
+                        help="step at which the adversarial loss starts (default: 300)")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    run = Path(args.run)
-    run.mkdir(parents=True, exist_ok=True)
-    train_files, val_files = split(image_files(data_root(args.data) / "photos"))
-    print(f"{len(train_files)} training photos, {len(val_files)} held out", flush=True)
+    run = recipes.start(args)
+    log = recipes.Log(run)
+    train_files, val_files = split(image_files(recipes.dataset(args)))
+    log(f"{len(train_files)} training photos, {len(val_files)} held out")
     patches = Patches([pyramid(load_rgb(p)) for p in train_files], args.size, np.random.default_rng(args.seed))
     val_images, val_masks = validation_set([load_rgb(p) for p in val_files])
     with torch.no_grad():
         baseline = hole_psnr(harmonic_fill(val_images, val_masks), val_images, val_masks)
-    print(f"validation: harmonic guess {baseline:.2f} dB in the holes", flush=True)
+    log(f"validation: harmonic guess {baseline:.2f} dB in the holes")
 
     net, disc = InpaintNet(), PatchDiscriminator()
     opt_g = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr / 2, betas=(0.5, 0.999))
-    step, best = 0, -math.inf
-    if args.resume and (run / "last.pt").exists():
-        state = torch.load(run / "last.pt", weights_only=True)
-        net.load_state_dict(state["net"])
-        disc.load_state_dict(state["disc"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        step, best = int(state["step"]), float(state["best"])
-        torch.set_rng_state(state["torch_rng"])
-        patches.rng.bit_generator.state = state["numpy_rng"]
-        print(f"resumed at step {step}, best {best:.2f} dB", flush=True)
+    objects = {"model": net, "disc": disc, "opt_g": opt_g, "opt_d": opt_d}
+    rngs = {"patches": patches.rng}
+    state = recipes.restore(args, objects, rngs, log)
+    step, best = state["step"], state.get("best", -math.inf)
+    best_path = run / "best.safetensors"
 
-    started, l1_sum, adv_sum = time.time(), 0.0, 0.0
-    while step < args.steps:
-        lr = args.lr * (0.5 * (1 + math.cos(math.pi * step / args.steps)) * 0.9 + 0.1)
-        for group in opt_g.param_groups:
-            group["lr"] = lr
+    def checkpoint() -> None:
+        recipes.save_checkpoint(run / recipes.CHECKPOINT, step, objects, rngs, best=best)
+
+    started, saved, l1_sum, adv_sum, done = time.time(), time.time(), 0.0, 0.0, 0
+    last = recipes.stop_step(args)
+    while step < last:
+        recipes.set_lr(opt_g, recipes.cosine(step, args.steps, args.lr, floor=0.1 * args.lr))
         image, mask = patches.batch(args.batch)
         out = net(image, mask)
         adversarial = step >= args.adv_start
@@ -189,24 +175,26 @@ def main(argv: list[str] | None = None) -> None:
             opt_d.step()
         l1_sum += l1.item()
         step += 1
-        if step % args.every == 0 or step == args.steps:
+        done += 1
+        if step % args.val_every == 0 or step == last:
             score = evaluate(net, val_images, val_masks)
-            rate = (time.time() - started) / args.every
-            print(f"step {step}: l1 {l1_sum / args.every:.4f} g_adv {adv_sum / args.every:+.3f} "
-                  f"val hole PSNR {score:.2f} dB (guess {baseline:.2f}) lr {lr:.2e} {rate:.2f} s/step",
-                  flush=True)
-            started, l1_sum, adv_sum = time.time(), 0.0, 0.0
+            log(f"step {step}: l1 {l1_sum / done:.4f} g_adv {adv_sum / done:+.3f} val hole PSNR {score:.2f} dB "
+                f"(guess {baseline:.2f}) lr {opt_g.param_groups[0]['lr']:.2e} {(time.time() - started) / done:.2f} s/step")
+            started, l1_sum, adv_sum, done = time.time(), 0.0, 0.0, 0
             if score > best:
                 best = score
-                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(run / "best.safetensors"))
-                if args.export:
-                    Path(args.export).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(run / "best.safetensors", args.export)
-            torch.save({"net": net.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                        "opt_d": opt_d.state_dict(), "step": step, "best": best,
-                        "torch_rng": torch.get_rng_state(), "numpy_rng": patches.rng.bit_generator.state},
-                       run / "tmp.pt")
-            (run / "tmp.pt").replace(run / "last.pt")
+                recipes.export(net.state_dict(), best_path)
+            checkpoint()
+            saved = time.time()
+        elif time.time() - saved > 60 * args.save_minutes:
+            checkpoint()
+            saved = time.time()
+    # The recipe ships the best validated weights of the run, not the last ones.
+    if best_path.exists():
+        target = recipes.export_path(args)
+        if target.resolve() != best_path.resolve():
+            recipes.export(load_file(str(best_path)), target)
+        log(f"exported the best weights ({best:.2f} dB) to {target}")
 
 
 if __name__ == "__main__":
