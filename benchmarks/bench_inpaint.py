@@ -6,7 +6,7 @@
 (Until the `inpaint` entry point is installed, prefix the command with IMGEN_PLUGINS=imgen_inpaint.)
 
 Every held-out photo (imgen_cli.datasets.VALIDATION, never trained on), resized by `--scale`, gets
-two masks of large holes (boxes of 64-192 px a side and thick strokes, 10-25% of the photo; the
+two (`--masks`) masks of large holes (boxes of 64-192 px a side and thick strokes, 10-25% of the photo; the
 object-removal case) and two of thin strokes (3-12 px wide; scratches and wires), fixed seed. Every
 method fills the same 8-bit image: cv2.inpaint TELEA and NS (radius 5), the previous shipped fill
 (`imgen inpaint --smooth`: harmonic guess plus network) and imgen's default (the same plus
@@ -79,7 +79,7 @@ def niqe_box(mask: np.ndarray) -> tuple[slice, slice]:
     return slice(top, top + side), slice(left, left + side)
 
 
-def cases(scale: float, seed: int = 11):
+def cases(scale: float, per_set: int = 2, seed: int = 11):
     rng = np.random.default_rng(seed)
     _, val_files = split(image_files(data_root() / "photos"))
     for path in val_files:
@@ -88,11 +88,11 @@ def cases(scale: float, seed: int = 11):
             photo = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BOX)
         photo = np.asarray(photo)
         for kind, make in SETS.items():
-            for k in range(2):
+            for k in range(per_set):
                 yield kind, f"{path.stem}-{kind}{k}", photo, make(photo.shape[0], photo.shape[1], rng)
 
 
-def quality(scale: float, figures: Path | None) -> None:
+def quality(scale: float, figures: Path | None, per_set: int = 2) -> None:
     import cv2
 
     pipelines = {"previous": Pipeline("inpaint --smooth", device="cpu"), "imgen": Pipeline("inpaint", device="cpu")}
@@ -102,7 +102,7 @@ def quality(scale: float, figures: Path | None) -> None:
     reference_niqe = []
     unchanged = True
     shown = []
-    for kind, case, photo, mask in cases(scale):
+    for kind, case, photo, mask in cases(scale, per_set):
         masked = photo.copy()
         masked[mask] = 255
         m8 = mask.astype(np.uint8) * 255
@@ -224,10 +224,11 @@ def main() -> None:
     parser.add_argument("--figures", type=Path, default=None, help="write side-by-side crops here")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--masks", type=int, default=2, help="masks per photo of each set (large, thin)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if not args.skip_quality:
-        quality(args.scale, args.figures)
+        quality(args.scale, args.figures, args.masks)
     if not args.skip_speed:
         speed(Pipeline("inpaint", device="cpu"))
 
