@@ -23,9 +23,10 @@ from .errors import BROKEN_PIPE, INTERRUPTED, USAGE, ImgenError, UsageError
 from .metrics_cli import metrics
 from .options import verbosity_options
 from .plugins import Registry, get_registry
+from .scaleout import ray_command
 from .serve import serve
 
-HOST_COMMANDS = ("plugins", "models", "metrics", "serve")
+HOST_COMMANDS = ("plugins", "models", "metrics", "serve", "ray")
 
 
 class Reporter:
@@ -233,6 +234,8 @@ def models(as_json):
 
 cli.add_command(metrics)
 cli.add_command(serve)
+# `imgen ray`: the chain over a Ray cluster (its own module; Ray is imported only when it runs).
+cli.add_command(ray_command)
 
 
 def _listing(rows: list[dict], as_json: bool, columns: tuple[str, ...], cells) -> None:
