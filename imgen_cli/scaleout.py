@@ -374,7 +374,7 @@ def ray_command(ctx, address, actors, cpus_per_actor, gpus_per_actor, batch_size
         imgen ray denoise + sr --scale 2 photos/ -o big/ --actors 4
         imgen ray sr --scale 4 /nfs/in/ -o /nfs/out/ --address auto --gpus-per-actor 0.5 --actors 8
 
-    The options above may stand anywhere on the line; the chain takes the options of its
+    The options below may stand anywhere on the line; the chain takes the options of its
     commands and the shared ones (--format, --quality, --strip, --overwrite, --device, --precision,
     --tile, --threads, --max-pixels, -q, -v, --debug).
     """

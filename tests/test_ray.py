@@ -167,6 +167,15 @@ def test_killed_job_resumes_and_every_output_exists_once(tmp_path, ray_address):
             imageio_.decode((src / name).read_bytes()).array.shape
 
 
+def test_a_chain_that_cannot_run_stops_the_job(tree, tmp_path, ray_address):
+    # Every file would fail the same way: one message and the CLI's exit status, not a row per file.
+    result = _ray(["sr", "--model", "no-such-model", tree, "-o", tmp_path / "out"], ray_address)
+    assert result.returncode == errors.USAGE, result.stderr.decode()
+    assert "imgen: error: unknown model 'no-such-model'" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
+    assert not (tmp_path / "out").exists()
+
+
 def test_usage_errors_need_no_cluster(tmp_path):
     no_output = run_imgen(["ray", "invert", DATA / "kite.png"])
     assert no_output.returncode == errors.USAGE
