@@ -21,7 +21,9 @@ Ray is an optional extra (`pip install 'imgen[ray]'`); this module imports it on
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +32,12 @@ import click
 
 from . import batch
 from . import io as imageio_
-from .errors import FAILED, OK, USAGE, ImgenError, PluginError, UsageError
+from .errors import FAILED, OK, PLUGIN, USAGE, ImgenError, PluginError, UsageError
 
 WRITTEN, SKIPPED, FAILED_STATUS = "written", "skipped", "failed"
 COLUMNS = ("input", "output", "status", "error", "seconds")
+# An extra column of the actors' rows: 0, or the exit status of an error that ends the job.
+STOP = "stop"
 
 
 @dataclass(frozen=True)
@@ -211,14 +215,27 @@ class ChainActor:
         if settings.cwd and os.path.isdir(settings.cwd):
             os.chdir(settings.cwd)  # relative paths in the chain (--model FILE, --mask DIR)
         self.settings = settings
-        self.pipeline = _pipeline(settings)
+        self.pipeline = None
 
     def __call__(self, rows: dict) -> dict:
         import numpy as np
 
-        results = [self.convert(bytes(data), str(path)) for data, path in zip(rows["bytes"], rows["path"])]
-        return {name: np.array([getattr(r, name) for r in results], dtype=np.float64 if name == "seconds" else object)
-                for name in COLUMNS}
+        stop = 0
+        try:
+            if self.pipeline is None:
+                # Built here rather than in __init__, so that its errors become rows too: Ray
+                # hands the driver an error raised in an actor's constructor as text only.
+                self.pipeline = _pipeline(self.settings)
+            results = [self.convert(bytes(data), str(path)) for data, path in zip(rows["bytes"], rows["path"])]
+        except ImgenError as exc:
+            # The chain cannot run at all (a model that does not load, a device that is not
+            # there): every file would fail the same way, so the rows ask the driver to stop.
+            stop = exc.exit_code
+            results = [Result(str(path), "", FAILED_STATUS, exc.message, 0.0) for path in rows["path"]]
+        columns = {name: np.array([getattr(r, name) for r in results], dtype=np.float64 if name == "seconds" else object)
+                   for name in COLUMNS}
+        columns[STOP] = np.full(len(results), stop)
+        return columns
 
     def convert(self, data: bytes, source: str) -> Result:
         started = time.perf_counter()
@@ -303,27 +320,26 @@ def execute(files: list[str], settings: Settings, *, on_result=None, **pool) -> 
     for result in results:
         if on_result:
             on_result(result)
-    if todo:
-        try:
-            for row in dataset(todo, settings, **pool).iter_rows():
-                result = Result(*(row[name] for name in COLUMNS))
-                results.append(result)
-                if on_result:
-                    on_result(result)
-        except Exception as exc:
-            raise _job_error(exc) from exc
-    return sorted(results, key=lambda r: r.input)
-
-
-def _job_error(exc: BaseException) -> ImgenError:
-    """The imgen error behind a failed Ray job (Ray wraps what an actor raised), else one line."""
-    seen = exc
-    while seen is not None:
-        if isinstance(seen, ImgenError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return ImgenError(f"Ray job failed: {type(exc).__name__}: {first}")
+    if not todo:
+        return sorted(results, key=lambda r: r.input)
+    rows = iter(dataset(todo, settings, **pool).iter_rows())
+    try:
+        while True:
+            try:
+                row = next(rows, None)
+            except Exception as exc:  # Ray's own failure (a node lost for good, a worker that crashed)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ImgenError(f"Ray job failed: {type(exc).__name__}: {first}") from exc
+            if row is None:
+                return sorted(results, key=lambda r: r.input)
+            if row[STOP]:
+                raise {USAGE: UsageError, PLUGIN: PluginError}.get(int(row[STOP]), ImgenError)(row["error"])
+            result = Result(*(row[name] for name in COLUMNS))
+            results.append(result)
+            if on_result:
+                on_result(result)
+    finally:
+        rows.close()  # stops the job's execution when it ends early
 
 
 def write_table(results: list[Result], path: str) -> None:
@@ -410,40 +426,45 @@ def _command(reporter, contexts, opts, *, address, actors, cpus_per_actor, gpus_
                             strip=opts["strip"], overwrite=opts["overwrite"], max_pixels=opts["max_pixels"] or None)
         files, settings = prepare(words, opts["inputs"], io, device=opts["device"], precision=opts["precision"],
                                   tile=opts["tile"], threads=opts["threads"] or max(1, round(cpus_per_actor)))
-        _connect(address, reporter)
     except ImgenError as exc:
         reporter.error(exc)
         return exc.exit_code
     summary = batch.Summary()
-    bar = reporter.progress(total=len(files), desc="images", unit="img")
     started = time.perf_counter()
+    with _native_stderr_hidden(not reporter.debug):
+        bar = reporter.progress(total=len(files), desc="images", unit="img")
 
-    def report(result: Result) -> None:
-        if result.status == FAILED_STATUS:
-            summary.failed += 1
-            reporter.error(ImgenError(result.error, _shown(result.input)))
-        elif result.status == SKIPPED:
-            summary.skipped += 1
-            reporter.info(f"{_shown(result.output)}: exists, skipped")
-        else:
-            summary.written += 1
-            reporter.info(f"wrote {_shown(result.output)} ({result.seconds:.2f} s)")
-        bar.update(1)
+        def report(result: Result) -> None:
+            if result.status == FAILED_STATUS:
+                summary.failed += 1
+                reporter.error(ImgenError(result.error, _shown(result.input)))
+            elif result.status == SKIPPED:
+                summary.skipped += 1
+                reporter.info(f"{_shown(result.output)}: exists, skipped")
+            else:
+                summary.written += 1
+                reporter.info(f"wrote {_shown(result.output)} ({result.seconds:.2f} s)")
+            bar.update(1)
 
-    try:
-        results = execute(files, settings, on_result=report, actors=actors, cpus_per_actor=cpus_per_actor,
-                          gpus_per_actor=gpus_per_actor, batch_size=batch_size)
-        if results_path:
-            write_table(results, results_path)
-    except KeyboardInterrupt:
-        click.echo("imgen: interrupted", err=True)
-        return INTERRUPTED
-    except ImgenError as exc:
-        reporter.error(exc)
-        return exc.exit_code if exc.exit_code != OK else FAILED
-    finally:
-        bar.close()
-        _disconnect()
+        connected = False
+        try:
+            connected = _connect(address, verbose=reporter.debug)
+            results = execute(files, settings, on_result=report, actors=actors, cpus_per_actor=cpus_per_actor,
+                              gpus_per_actor=gpus_per_actor, batch_size=batch_size)
+            if results_path:
+                write_table(results, results_path)
+        except KeyboardInterrupt:
+            click.echo("imgen: interrupted", err=True)
+            return INTERRUPTED
+        except ImgenError as exc:
+            reporter.error(exc)
+            return exc.exit_code if exc.exit_code != OK else FAILED
+        finally:
+            bar.close()
+            if connected:
+                import ray
+
+                ray.shutdown()
     seconds = time.perf_counter() - started
     done = summary.written + summary.failed
     reporter.say(f"{summary.line()} in {seconds:.1f} s" + (f" ({done / seconds:.2f} img/s)" if done else ""))
@@ -456,12 +477,9 @@ def _shown(path: str) -> str:
     return relative if path and not relative.startswith(os.pardir) else path
 
 
-_started_here = False
-
-
-def _connect(address: str | None, reporter) -> None:
-    """Join the cluster at `address` ($RAY_ADDRESS when None), or start a local instance."""
-    global _started_here
+def _connect(address: str | None, verbose: bool) -> bool:
+    """Join the cluster at `address` ($RAY_ADDRESS when None), or start a local instance; True
+    when this call connected (and so should disconnect)."""
     import logging
 
     try:
@@ -471,27 +489,43 @@ def _connect(address: str | None, reporter) -> None:
     import ray.data
 
     if ray.is_initialized():
-        return
-    verbose = reporter.debug
-    local = not (address or os.environ.get("RAY_ADDRESS"))
+        return False
+    where = address or os.environ.get("RAY_ADDRESS")
     try:
-        ray.init(address=address, include_dashboard=False if local else None,
+        ray.init(address=address, include_dashboard=None if where else False,
                  logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose)
-    except Exception as exc:  # unreachable address, bad scheme, version mismatch
-        raise ImgenError(f"cannot connect to Ray at {address or os.environ.get('RAY_ADDRESS') or 'a new local instance'}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
-    _started_here = True
+    except Exception as exc:  # unreachable address, refused token, bad scheme, version mismatch
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ImgenError(f"cannot connect to Ray at {where or 'a new local instance'}: {reason}") from None
     # imgen draws its own progress bar and prints its own messages.
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if not verbose:
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        # Ray Data logs a failed job with its full stack; imgen says what went wrong in one line.
+        logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    return True
 
 
-def _disconnect() -> None:
-    global _started_here
-    if _started_here:
-        import ray
-
-        ray.shutdown()
-        _started_here = False
+@contextlib.contextmanager
+def _native_stderr_hidden(hidden: bool):
+    """Ray's C++ core writes its own log lines to file descriptor 2 (a note about Ray Data's actor
+    constructor arguments on every run, a line a second while a connection is refused): point
+    that descriptor at /dev/null while sys.stderr, which imgen's messages and progress bar use,
+    keeps writing where stderr went. Ray's own logs stay in its session folder."""
+    if not hidden:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    original = sys.stderr
+    sys.stderr = open(saved, "w", buffering=1, encoding=original.encoding, errors=original.errors, closefd=False)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr.close()
+        sys.stderr = original
+        os.dup2(saved, 2)
+        os.close(saved)
