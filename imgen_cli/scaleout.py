@@ -73,49 +73,21 @@ class Settings:
     cwd: str | None = None  # the driver's folder, which relative paths in the chain refer to
 
 
-# -- the seam to imgen's per-file logic -------------------------------------------------------------
-# One parser, one engine, one I/O layer: these wrap the batch module's naming rules, the Pipeline
-# and imgen_cli.io, and hold no rules of their own.
-
-
-def _choose_output(source: str, head: bytes | None, settings: batch.Settings, folder: str) -> tuple[str, str]:
-    """(output path, format) of `source` written into `folder`, by the CLI's folder-mode rules."""
-    job = batch.Job(source, output=str(Path(folder) / Path(source).name),
-                    format=imageio_.check_format(settings.format) if settings.format else None)
-    sniffed = imageio_.sniff(head) if head else None
-    if job.format:
-        fmt = job.format
-    elif sniffed is not None and sniffed not in imageio_.FORMATS:
-        fmt = "png"
-    else:
-        fmt = imageio_.format_for_path(job.output) or (sniffed if sniffed in imageio_.FORMATS else "png")
-    batch.fix_extension(job, fmt)
-    return job.output, fmt
-
-
-def _convert(pipeline, data: bytes, source: str, fmt: str, settings: batch.Settings) -> bytes:
-    """Decode, run the chain, encode: the CLI's per-file job without its file reading and writing."""
-    picture = imageio_.decode(data, source, settings.max_pixels)
-    picture.array = pipeline.run_array(picture.array, source=source)
-    encoded, _ = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
-    return encoded
-
-
-# Enough leading bytes for io.sniff to tell every format apart.
-_HEAD = 16
-
-
-def _write(output: str, data: bytes, overwrite: bool) -> None:
-    batch.write_output(batch.Job("", output=output), data, overwrite=overwrite)
+# -- imgen's own chain parser, Pipeline and per-file logic ----------------------------------------
 
 
 def _parse_chain(words: list[str], parent: click.Context | None):
     """(click contexts, merged shared options) of a chain, checked as the CLI checks it."""
-    from .cli import _merge_shared, parse_chain, steps_from_contexts
+    from . import chain
+    from .cli import HOST_COMMANDS
+    from .plugins import get_registry
 
-    contexts = parse_chain(words, parent)
-    steps_from_contexts(contexts)
-    return contexts, _merge_shared(contexts)
+    registry = get_registry()
+    contexts = chain.parse_contexts(words, registry, parent, reserved=HOST_COMMANDS)
+    opts = chain.merge_shared(contexts)
+    for spec in chain.specs(contexts, registry):
+        spec.check_inputs({name: value is not None for name, (_, value) in spec.inputs.items()})
+    return contexts, opts
 
 
 def _pipeline(settings: Settings):
@@ -190,7 +162,7 @@ def plan(files: list[str], trees: tuple[Tree, ...], settings: batch.Settings) ->
     """
     todo, skipped, outputs = [], [], {}
     for source in files:
-        output, _ = _choose_output(source, None, settings, output_folder(source, trees))
+        output, _ = batch.choose_output(source, None, settings, "", output_folder(source, trees))
         if output in outputs:
             raise UsageError(f"{source} and {outputs[output]} would both be written to {output}")
         outputs[output] = source
@@ -242,12 +214,13 @@ class ChainActor:
         output = ""
         io = self.settings.output
         try:
-            output, fmt = _choose_output(source, data[:_HEAD], io, output_folder(source, self.settings.trees))
+            output, fmt = batch.choose_output(source, data[:batch.HEAD], io, "",
+                                               output_folder(source, self.settings.trees))
             if os.path.exists(output) and not io.overwrite:
                 return Result(source, output, SKIPPED, "", time.perf_counter() - started)
-            encoded = _convert(self.pipeline, data, source, fmt, io)
+            done = batch.convert(self.pipeline, data, source, fmt, io)
             try:
-                _write(output, encoded, io.overwrite)
+                batch.write_output(output, done.data, io.overwrite)
             except ImgenError:
                 # Another actor (or a job still draining after a kill) wrote it meanwhile.
                 if os.path.exists(output) and not io.overwrite:
