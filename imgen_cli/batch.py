@@ -170,6 +170,41 @@ def _head(source: str) -> bytes | None:
         return None
 
 
+def refuse_collisions(jobs: list[Job], protected: list[str]) -> None:
+    """Refuse, before any compute, a run that would write over one of its own inputs (main images,
+    masks, styles, model files: `protected`) or write two results to one name. Flags do not
+    change this: --overwrite is for results of earlier runs, never for this run's inputs."""
+    inputs = {}
+    for path in protected:
+        if path and path != STDIO:
+            candidates = [path]
+            if os.path.isdir(path):
+                candidates = [str(p) for p in Path(path).iterdir() if p.is_file()]
+            for candidate in candidates:
+                inputs.setdefault(_identity(candidate), candidate)
+    written: dict = {}
+    for job in jobs:
+        if job.output in (None, STDIO):
+            continue
+        key = _identity(job.output)
+        if key in inputs:
+            raise UsageError(f"{job.source}: its output {job.output} would overwrite the input {inputs[key]}; "
+                             "choose another -o")
+        if key in written:
+            raise UsageError(f"{written[key]} and {job.source} would both be written to {job.output}; "
+                             "give them different names or separate runs")
+        written[key] = job.source
+
+
+def _identity(path: str):
+    """What makes two paths the same file: device and inode when it exists, else the real path."""
+    try:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino)
+    except OSError:
+        return os.path.realpath(path)
+
+
 def _same_file(a: str, b: str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -177,19 +212,22 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.abspath(a) == os.path.abspath(b)
 
 
-def read_input(source: str, stdin=None) -> bytes:
-    """The bytes of an input file, or of stdin for "-"."""
+def read_input(source: str, stdin=None, max_pixels: int | None = None) -> bytes:
+    """The bytes of an input file, or of stdin for "-", up to what `max_pixels` allows."""
+    limit = imageio_.byte_limit(max_pixels)
     if source == STDIO:
-        data = (stdin if stdin is not None else sys.stdin.buffer).read()
+        if stdin is None and sys.stdin is None:
+            raise InputError("stdin is closed", STDIO)
+        data = imageio_.read_stream(stdin if stdin is not None else sys.stdin.buffer, STDIO, limit)
         if not data:
             raise InputError("stdin is empty", STDIO)
         return data
-    return imageio_.read_bytes(source)
+    return imageio_.read_bytes(source, limit)
 
 
 def read_source(source: str, max_pixels: int | None, stdin=None) -> imageio_.Picture:
     """An input (a path, or "-" for stdin) read and decoded."""
-    return imageio_.decode(read_input(source, stdin), source, max_pixels)
+    return imageio_.decode(read_input(source, stdin, max_pixels), source, max_pixels)
 
 
 def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None) -> Converted:
@@ -203,7 +241,7 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
     picture.array = pipeline.run_array(picture.array, source=source, inputs=inputs)
     encoded, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
     out_h, out_w = picture.array.shape[:2]
-    return Converted(encoded, fmt, tuple(warnings), (width, height), (out_w, out_h))
+    return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h))
 
 
 def match_input(spec: ImageInput, value: str | None, source: str) -> str | None:
@@ -228,7 +266,8 @@ def match_input(spec: ImageInput, value: str | None, source: str) -> str | None:
 
 def extra_array(path: str, spec: ImageInput, max_pixels: int | None):
     """An extra input read from a file, with the channels its spec asks for."""
-    return fit_channels(imageio_.decode(imageio_.read_bytes(path), path, max_pixels).array, spec)
+    data = imageio_.read_bytes(path, imageio_.byte_limit(max_pixels))
+    return fit_channels(imageio_.decode(data, path, max_pixels).array, spec)
 
 
 def fit_channels(array, spec: ImageInput):
@@ -249,9 +288,7 @@ def write_output(output: str, data: bytes, overwrite: bool, stdout=None) -> None
     """Write to stdout ("-") or atomically to a file, creating its folder; never over an existing
     file without `overwrite`."""
     if output == STDIO:
-        stream = stdout if stdout is not None else sys.stdout.buffer
-        stream.write(data)
-        stream.flush()
+        imageio_.write_stdout(data, stdout)
         return
     parent = Path(output).parent
     if str(parent) and not parent.exists():
@@ -272,7 +309,7 @@ def run_job(job: Job, pipeline, settings: Settings, reporter, convert=convert) -
             return "skipped"
         if not settings.overwrite:
             raise ImgenError("exists (use --overwrite to replace it, --skip-existing to skip it)", job.output)
-    done = convert(pipeline, read_input(job.source), job.source, job.format, settings)
+    done = convert(pipeline, read_input(job.source, max_pixels=settings.max_pixels), job.source, job.format, settings)
     for warning in done.warnings:
         reporter.say(f"{job.source}: {warning}")
     write_output(job.output, done.data, overwrite=settings.overwrite)
@@ -299,11 +336,12 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
             except ImgenError as exc:
                 reporter.error(exc if exc.source else type(exc)(exc.message, job.source))
                 summary.failed += 1
-                if isinstance(exc, PluginError) or exc.exit_code == USAGE:
+                if isinstance(exc, PluginError) or (exc.exit_code == USAGE and not exc.source):
+                    # the same failure would repeat for every input; one naming a file is that file's
                     return exc.exit_code
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 print("imgen: interrupted", file=sys.stderr)
-                return INTERRUPTED
+                return getattr(exc, "exit_code", INTERRUPTED)
             except BrokenPipeError:
                 silence_stdout()
                 return BROKEN_PIPE

@@ -23,7 +23,7 @@ import click
 
 from .contract import Command, ImageInput
 from .errors import PluginError, UsageError
-from .options import shared_params
+from .options import finite_floats, shared_params
 
 CHAIN = "+"
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -172,7 +172,7 @@ def build_command(command: Command, registry) -> click.Command:
         text = spec.help + (f" {spec.choices_help}" if spec.choices_help else "")
         params.append(click.Option([f"--{spec.name.replace('_', '-')}", spec.name], metavar="FILE|FOLDER",
                                    help=text.strip()))
-    params.extend(command.params)
+    params.extend(finite_floats(command.params))
     params.extend(shared_params())
     return click.Command(
         command.name,

@@ -19,7 +19,7 @@ import click
 from . import __version__
 from . import chain
 from .batch import silence_stdout
-from .errors import BROKEN_PIPE, INTERRUPTED, USAGE, ImgenError, UsageError
+from .errors import BROKEN_PIPE, INTERRUPTED, USAGE, ImgenError, Interrupted, UsageError
 from .metrics_cli import metrics
 from .options import verbosity_options
 from .plugins import Registry, get_registry
@@ -117,6 +117,23 @@ class ImgenGroup(click.Group):
         ctx.exit(run_chain(ctx, contexts, server=ctx.params.get("server")))
 
 
+def _protected_inputs(specs) -> list[str]:
+    """Every file a chain reads besides its main inputs: extra image inputs and model files."""
+    from .models import find_model_file
+
+    paths = []
+    for spec in specs:
+        for image_input, value in spec.inputs.values():
+            if isinstance(value, str):
+                resolved = value if os.path.exists(value) or image_input.resolve is None else image_input.resolve(value)
+                paths.append(resolved or value)
+        if spec.model:
+            model_file = find_model_file(spec.model)
+            if model_file is not None:
+                paths.append(str(model_file))
+    return paths
+
+
 def run_chain(ctx: click.Context, contexts: list[click.Context], server: str | None = None) -> int:
     """Run the parsed chain over all inputs, here or on `server`; returns the exit status."""
     from . import batch
@@ -142,6 +159,7 @@ def run_chain(ctx: click.Context, contexts: list[click.Context], server: str | N
             spec.check_inputs({name: value is not None for name, (_, value) in spec.inputs.items()})
         sources = batch.expand_inputs(opts["inputs"], stdin_is_tty=_isatty(sys.stdin))
         jobs = batch.plan(sources, settings, suffix, stdout_is_tty=_isatty(sys.stdout))
+        batch.refuse_collisions(jobs, sources + _protected_inputs(specs))
         if server:
             from .client import Remote
 
@@ -256,12 +274,14 @@ def _listing(rows: list[dict], as_json: bool, columns: tuple[str, ...], cells) -
 
 
 def main(argv=None) -> None:
-    """Console entry point: click's parsing, our exits for Ctrl-C and closed pipes."""
+    """Console entry point: click's parsing, our exits for Ctrl-C, stop signals and closed pipes."""
+    _stop_signals_interrupt()
     try:
         code = cli.main(args=argv, prog_name="imgen", standalone_mode=False)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         click.echo("imgen: interrupted", err=True)
-        sys.exit(INTERRUPTED)
+        # click turns an interrupt during parsing into Abort; the signal is its cause.
+        sys.exit(getattr(exc.__cause__ or exc, "exit_code", INTERRUPTED))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -269,3 +289,15 @@ def main(argv=None) -> None:
         silence_stdout()
         sys.exit(BROKEN_PIPE)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stop_signals_interrupt() -> None:
+    """SIGTERM, SIGHUP and SIGQUIT unwind like Ctrl-C (temporary files removed), exit 128 + N."""
+    import signal
+
+    def stop(signum, frame):
+        raise Interrupted(signum)
+
+    for name in ("SIGTERM", "SIGHUP", "SIGQUIT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop)

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .contract import PRECISIONS, Command, Context, Loaded, Model, Tiling
-from .errors import DeviceError, ImgenError, PluginError, UsageError
+from .errors import DeviceError, ImgenError, PluginError, UsageError, reason
 from .filters import resize
 
 DTYPES = dict(zip(PRECISIONS, ("float32", "float16", "bfloat16")))
 MIN_TILE = 32
+# Images with a side below this run padded to it (see pad_small) and are cropped back.
+MIN_SIDE = 16
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class Engine:
         except ImgenError:
             raise
         except Exception as exc:
-            raise PluginError(f"model {model.name!r} failed to load: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"model {model.name!r} failed to load: {type(exc).__name__}: {reason(exc)}") from exc
         if isinstance(result, Loaded):
             return result
         return Loaded(result, scale=model.scale, precisions=tuple(model.precisions),
@@ -221,6 +224,9 @@ class Engine:
             raise ImgenError(f"{command.name} failed: {type(exc).__name__}: {exc}", source) from exc
         if alpha is not None and ctx.output_alpha is not None:
             alpha = ctx.output_alpha.detach().float().clamp(0, 1).to(alpha.device)
+            if sink.crop is not None:
+                rows, cols = _cropped(alpha.shape[-2:], sink.crop)
+                alpha = alpha[..., :rows, :cols]
         if alpha is not None and tuple(alpha.shape[-2:]) != sink.size:
             alpha = resize(alpha, sink.size)
         return sink.result(), alpha
@@ -247,6 +253,15 @@ class Engine:
                 raise ImgenError(f"--{spec.name} is {got[1]}x{got[0]} but the image is "
                                  f"{x.shape[-1]}x{x.shape[-2]}: sizes must match", source)
         spatial = {s.name for s in command.inputs if s.spatial}
+        # Networks need a few pixels of context (a 7x7 filter, a reflection pad): smaller images
+        # are padded for the step and the output cropped back, so any image from 1x1 runs.
+        height, width = x.shape[-2:]
+        sink.crop = None
+        if min(height, width) < MIN_SIDE:
+            x = pad_small(x)
+            tensors = {k: pad_small(v) if k in spatial else v for k, v in tensors.items()}
+            ctx.alpha = pad_small(ctx.alpha) if ctx.alpha is not None else None
+            sink.crop = (x.shape[-2], x.shape[-1], height, width)
         ctx.inputs = {k: v.to(self.device, dtype) for k, v in tensors.items() if k not in spatial}
         if command.prepare is not None:
             command.prepare(_maybe_to(x, self.device), ctx)
@@ -292,7 +307,7 @@ class Engine:
             free, _ = torch.cuda.mem_get_info(self.device)
             budget = free * 0.5
         else:
-            budget = min(_available_memory() * 0.25, 2 << 30)
+            budget = min(_available_memory() * 0.25, memory_budget())
         side = int(math.sqrt(budget / max(tiling.bytes_per_pixel, 1)))
         return max(128, min(side, 4096))
 
@@ -385,13 +400,14 @@ class TensorSink:
     def __init__(self, device):
         self.device = device
         self.grey = False
+        self.crop = None  # (padded h, padded w, h, w) when the step ran on a padded image
 
     def reset(self, grey: bool):
         self.grey, self.out, self.size = grey, None, None
         return self
 
     def open(self, size):
-        self.size = tuple(size)
+        self.size = _cropped(size, self.crop)
 
     def write(self, row: int, band) -> None:
         band = _finish_band(band, self.grey, self.size, row)
@@ -416,13 +432,14 @@ class ArraySink:
         self.dtype, self.alpha = dtype, alpha
         self.top = 65535.0 if str(dtype) == "uint16" else 255.0
         self.grey = False
+        self.crop = None
 
     def reset(self, grey: bool):
         self.grey, self.out, self.size = grey, None, None
         return self
 
     def open(self, size):
-        self.size = tuple(size)
+        self.size = _cropped(size, self.crop)
 
     def write(self, row: int, band) -> None:
         import numpy as np
@@ -443,6 +460,25 @@ class ArraySink:
 
     def result(self):
         return self.out
+
+
+def pad_small(t):
+    """Pad (N, C, H, W) on the bottom and right to at least MIN_SIDE a side: by reflection where
+    the image is large enough to reflect, else by repeating its edge pixels."""
+    import torch.nn.functional as F
+
+    height, width = t.shape[-2:]
+    ph, pw = max(0, MIN_SIDE - height), max(0, MIN_SIDE - width)
+    mode = "reflect" if ph < height and pw < width else "replicate"
+    return F.pad(t.float(), (0, pw, 0, ph), mode=mode).to(t.dtype)
+
+
+def _cropped(size, crop) -> tuple[int, int]:
+    """An output size of a padded run brought back to the unpadded image's share of it."""
+    if crop is None:
+        return tuple(size)
+    padded_h, padded_w, height, width = crop
+    return (max(1, round(size[0] * height / padded_h)), max(1, round(size[1] * width / padded_w)))
 
 
 def _finish_band(band, grey: bool, size, row: int, clamp: bool = True):
@@ -566,6 +602,26 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def memory_budget() -> int:
+    """Bytes one tile's computation may take on the CPU: $IMGEN_MEMORY ("1.5G", "800M", plain
+    bytes), default 2 GiB. A budget, not a share of free memory: a machine's free memory is no
+    promise that this process may use it."""
+    text = os.environ.get("IMGEN_MEMORY", "").strip().upper()
+    if not text:
+        return 2 << 30
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except ValueError:
+        raise UsageError(f"IMGEN_MEMORY={text!r}: give bytes with an optional K, M, G or T (e.g. 1.5G)") from None
+    if not math.isfinite(value) or value < (64 << 20):
+        raise UsageError(f"IMGEN_MEMORY={text!r}: at least 64M")
+    return int(value)
 
 
 def _available_memory() -> int:

@@ -8,7 +8,7 @@ an exit status that tells them apart:
 1      one or more inputs failed to process (the rest were written)
 2      usage error: bad option, no input, unknown command
 3      a plugin or model could not be loaded
-130    interrupted (Ctrl-C)
+130    interrupted (Ctrl-C); other stop signals give 128 + their number (SIGTERM 143, SIGHUP 129)
 141    the reader of stdout went away (quietly, as `cat` does)
 =====  ==========================================================
 """
@@ -21,6 +21,15 @@ USAGE = 2
 PLUGIN = 3
 INTERRUPTED = 130
 BROKEN_PIPE = 141
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP, SIGQUIT) turned into the same unwinding as Ctrl-C, so that
+    every `finally` runs and no temporary file survives; exits with 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum
 
 
 class ImgenError(Exception):
@@ -61,3 +70,10 @@ class DeviceError(ImgenError):
     """The device asked for by name is not there or cannot run the model."""
 
     exit_code = USAGE
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to many lines), or its
+    type's name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__

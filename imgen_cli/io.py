@@ -1,23 +1,30 @@
 """Reading and writing images faithfully: bit depth, channels, alpha, orientation, ICC and EXIF.
 
-Decoding and encoding go through imageio: its Pillow plugin for PNG, JPEG, WebP, BMP and GIF,
-its tifffile plugin for TIFF. Pillow silently truncates 16-bit colour PNGs to 8 bits, so those
-(and 16-bit grey+alpha) go through pypng instead, which keeps all 16 bits.
+Decoding goes through Pillow for PNG, JPEG, WebP, BMP and GIF and through tifffile for TIFF;
+encoding through imageio's Pillow plugin and tifffile. Pillow silently truncates 16-bit colour
+PNGs to 8 bits, so those (and 16-bit grey+alpha) go through pypng instead, which keeps all 16 bits.
 
 An image is a numpy array (H, W, C) of uint8 or uint16 with C in 1 (grey), 2 (grey+alpha),
 3 (RGB) or 4 (RGBA). Depth is decided by dtype, never guessed from values.
+
+Hostile inputs are bounded before they cost anything: the pixel count is read from the header
+and checked before any pixel is decoded, input bytes are capped (`byte_limit`), and metadata
+(ICC, EXIF, PNG text) is capped at `METADATA_LIMIT` before it is inflated or copied.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import stat
+import struct
 import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError, OutputError, UsageError
+from .errors import InputError, OutputError, UsageError, reason
 
 FORMATS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
 EXTENSIONS = {
@@ -27,8 +34,17 @@ EXTENSIONS = {
 # Formats read but not written (the output then defaults to PNG).
 READ_ONLY = {"gif": ".png"}
 LOSSY = {"jpeg", "webp"}
+EIGHT_BIT = ("jpeg", "webp", "bmp")
 DEFAULT_MAX_PIXELS = 200_000_000
 EXIF_ORIENTATION = 0x0112
+# Real ICC profiles and EXIF blocks are kilobytes to a few hundred kilobytes; anything larger is
+# dropped (with a warning) rather than inflated or copied into the output.
+METADATA_LIMIT = 4 << 20
+# Bytes per allowed pixel in the input byte limit: uncompressed 16-bit RGBA, the largest layout
+# an image within --max-pixels can honestly take, plus room for metadata.
+BYTES_PER_PIXEL = 8
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP", "bmp": "BMP", "gif": "GIF"}
+_ICC_SPACES = {1: b"GRAY", 2: b"GRAY", 3: b"RGB ", 4: b"RGB "}
 
 
 @dataclass
@@ -40,6 +56,8 @@ class Picture:
     icc: bytes | None = None
     exif: bytes | None = None
     extra: dict = field(default_factory=dict)
+    # What reading changed or left out (only the first frame, clipped floats): one line each.
+    warnings: list = field(default_factory=list)
 
     @property
     def has_alpha(self) -> bool:
@@ -67,14 +85,20 @@ def format_for_path(path: str | os.PathLike) -> str | None:
     return EXTENSIONS.get(Path(path).suffix.lower())
 
 
+NOT_AN_IMAGE = "not a supported image (PNG, JPEG, WebP, TIFF, BMP or GIF)"
+
+
 def decode(data: bytes, source: str = "-", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
-    """Decode image bytes (format sniffed from the bytes), applying EXIF orientation."""
+    """Decode image bytes (format sniffed from the bytes), applying EXIF orientation.
+
+    The size is checked against `max_pixels` from the header, before any pixel is decoded.
+    """
     fmt = sniff(data)
     if fmt is None:
-        raise InputError("not a supported image (PNG, JPEG, WebP, TIFF, BMP or GIF)", source)
+        raise InputError(NOT_AN_IMAGE, source)
     try:
-        if fmt == "png" and _png_needs_pypng(data):
-            picture = _decode_png16(data, source, max_pixels)
+        if fmt == "png":
+            picture = _decode_png(data, source, max_pixels)
         elif fmt == "tiff":
             picture = _decode_tiff(data, source, max_pixels)
         else:
@@ -82,62 +106,90 @@ def decode(data: bytes, source: str = "-", max_pixels: int | None = DEFAULT_MAX_
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot decode {fmt.upper()} image ({_reason(exc)})", source) from exc
+        raise InputError(f"cannot decode {fmt.upper()} image ({reason(exc)})", source) from exc
+    picture.icc = _capped(picture.icc, "ICC profile", picture.warnings)
+    picture.exif = _capped(picture.exif, "EXIF block", picture.warnings)
+    if picture.icc and not _icc_fits(picture.icc, picture.array.shape[2]):
+        picture.warnings.append(f"ICC profile for {_icc_space(picture.icc)} data does not fit the decoded "
+                                "image: dropped")
+        picture.icc = None
     return picture
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def megapixels(pixels: float) -> str:
+    """A pixel count in the words users read: '268 MP', '0.01 MP'."""
+    value = pixels / 1e6
+    return f"{value:.0f} MP" if value >= 10 else f"{value:.2g} MP"
 
 
 def _check_size(width: int, height: int, source: str, max_pixels: int | None) -> None:
+    if width <= 0 or height <= 0:
+        raise InputError(f"header gives an empty size {width}x{height}", source)
     if max_pixels and width * height > max_pixels:
         raise InputError(
-            f"image is {width}x{height} = {width * height / 1e6:.0f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:.0f} (raise it with --max-pixels)", source)
+            f"image is {width}x{height}, {megapixels(width * height)}, above the {megapixels(max_pixels)} "
+            "limit (raise it with --max-pixels)", source)
 
 
-def _png_needs_pypng(data: bytes) -> bool:
-    # IHDR: bit depth at byte 24, colour type at 25. Pillow keeps 16-bit only for plain grey.
-    return len(data) > 26 and data[24] == 16 and data[25] in (2, 4, 6)
+def _capped(blob: bytes | None, what: str, warnings: list) -> bytes | None:
+    if blob is not None and len(blob) > METADATA_LIMIT:
+        warnings.append(f"{what} of {len(blob) >> 20} MB is implausibly large: dropped")
+        return None
+    return blob or None
 
 
-def _decode_pillow(data: bytes, fmt: str, source: str, max_pixels: int | None) -> Picture:
-    import imageio.v3 as iio
-    import numpy as np
+def _icc_space(icc: bytes) -> str:
+    return icc[16:20].decode("ascii", "replace").strip() or "unknown"
+
+
+def _icc_fits(icc: bytes, channels: int) -> bool:
+    # A profile's data colour space (header bytes 16-19) must match the pixels it describes;
+    # a CMYK profile on RGB pixels makes an invalid file. Blobs without an ICC header ('acsp'
+    # at 36) are kept as they are: they are not ours to judge.
+    return icc[36:40] != b"acsp" or icc[16:20] == _ICC_SPACES[channels]
+
+
+def _frames_warning(count: int, fmt: str) -> str:
+    kind = "pages" if fmt == "tiff" else "frames"
+    return f"has {count} {kind}: only the first is used"
+
+
+# -- orientation --------------------------------------------------------------------------------
+
+
+def _orientation(exif: bytes | None) -> int:
+    if not exif:
+        return 1
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # our own limit below replaces Pillow's warning
-    with iio.imopen(data, "r", plugin="pillow", extension=FORMATS.get(fmt, ".png")) as f:
-        meta = f.metadata(index=0, exclude_applied=False)
-        width, height = meta["shape"]
-        _check_size(width, height, source, max_pixels)
-        mode = meta.get("mode", "RGB")
-        target = _pillow_target_mode(mode, meta)
-        array = f.read(index=0, rotate=True, mode=target)
-    if array.dtype == np.int32 or array.dtype == np.float32:  # 'I' and 'F' grey modes
-        array = np.clip(array, 0, 65535).astype(np.uint16)
-    elif array.dtype == bool:
-        array = array.astype(np.uint8) * 255
-    if array.ndim == 2:
-        array = array[:, :, None]
-    exif = meta.get("exif")
-    if exif is not None:
-        exif = _reset_orientation(exif)
-    return Picture(np.ascontiguousarray(array), fmt, icc=meta.get("icc_profile"), exif=exif)
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        value = int(parsed.get(EXIF_ORIENTATION, 1))
+    except Exception:
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
-def _pillow_target_mode(mode: str, meta: dict) -> str | None:
-    if mode in ("L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return None
-    if mode == "1":
-        return "L"
-    if mode in ("P", "PA"):
-        return "RGBA" if ("transparency" in meta or mode == "PA") else "RGB"
-    if mode in ("RGBa", "La"):
-        return "RGBA" if mode == "RGBa" else "LA"
-    return "RGB"  # CMYK, YCbCr, LAB, HSV
+def _orient(array, orientation: int):
+    """Turn (H, W, C) pixels upright as EXIF orientation 1..8 says (numpy views, any dtype)."""
+    import numpy as np
+
+    if orientation == 2:
+        array = array[:, ::-1]
+    elif orientation == 3:
+        array = array[::-1, ::-1]
+    elif orientation == 4:
+        array = array[::-1]
+    elif orientation == 5:
+        array = array.transpose(1, 0, 2)
+    elif orientation == 6:
+        array = np.rot90(array, k=-1)
+    elif orientation == 7:
+        array = array[::-1, ::-1].transpose(1, 0, 2)
+    elif orientation == 8:
+        array = np.rot90(array, k=1)
+    return np.ascontiguousarray(array)
 
 
 def _reset_orientation(exif: bytes) -> bytes | None:
@@ -154,47 +206,230 @@ def _reset_orientation(exif: bytes) -> bytes | None:
         return None
 
 
-def _decode_png16(data: bytes, source: str, max_pixels: int | None) -> Picture:
+# -- PNG ----------------------------------------------------------------------------------------
+
+
+def _png_chunks(data: bytes):
+    """(type, body start, body end, chunk end) for each chunk, stopping at IEND or the data's end."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        start, end = pos + 8, pos + 8 + length
+        yield kind, start, min(end, len(data)), min(end + 4, len(data))
+        if kind == b"IEND" or end + 4 > len(data):
+            return
+        pos = end + 4
+
+
+def _inflate(body: bytes, limit: int) -> bytes | None:
+    """zlib data inflated to at most `limit` bytes; None when it would be larger."""
+    out = zlib.decompressobj().decompress(body, limit + 1)
+    return None if len(out) > limit else out
+
+
+def _decode_png(data: bytes, source: str, max_pixels: int | None) -> Picture:
+    """PNG: size from IHDR, metadata capped while scanning chunks, pixels by Pillow or pypng."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise InputError("cannot decode PNG image (no IHDR header)", source)
+    width, height = struct.unpack(">II", data[16:24])
+    _check_size(width, height, source, max_pixels)
+    warnings: list[str] = []
+    icc = exif = None
+    frames = 1
+    drop: list[tuple[int, int]] = []
+    for kind, start, end, stop in _png_chunks(data):
+        if kind == b"IDAT":
+            break
+        body = data[start:end]
+        if kind == b"iCCP":
+            nul = body.find(b"\x00")
+            icc = _inflate(body[nul + 2:], METADATA_LIMIT) if nul >= 0 else None
+            if icc is None:
+                warnings.append(f"ICC profile above {METADATA_LIMIT >> 20} MB once inflated: dropped")
+                drop.append((start - 8, stop))
+        elif kind == b"eXIf":
+            exif = body if len(body) <= METADATA_LIMIT else None
+        elif kind in (b"tEXt", b"zTXt", b"iTXt"):
+            # Text is never written out; skipping it spares Pillow inflating text bombs.
+            drop.append((start - 8, stop))
+        elif kind == b"acTL" and len(body) >= 4:
+            frames = struct.unpack(">I", body[:4])[0]
+    if drop:
+        data = _without(data, drop)
+    if frames > 1:
+        warnings.append(_frames_warning(frames, "png"))
+    # IHDR: bit depth at byte 24, colour type at 25. Pillow keeps 16-bit only for plain grey.
+    if data[24] == 16 and data[25] in (2, 4, 6):
+        array = _png16_pixels(data, width, height)
+    else:
+        return _decode_pillow(data, "png", source, max_pixels, warnings)
+    orientation = _orientation(exif)
+    if orientation != 1:
+        array = _orient(array, orientation)
+        exif = _reset_orientation(exif)
+    return Picture(array, "png", icc=icc, exif=exif, warnings=warnings)
+
+
+def _without(data: bytes, spans: list[tuple[int, int]]) -> bytes:
+    parts, pos = [], 0
+    for start, stop in spans:
+        parts.append(data[pos:start])
+        pos = stop
+    parts.append(data[pos:])
+    return b"".join(parts)
+
+
+def _png16_pixels(data: bytes, width: int, height: int):
     import numpy as np
     import png
 
-    reader = png.Reader(bytes=data)
-    icc = exif = None
-    for kind, body in png.Reader(bytes=data).chunks():
-        if kind == b"iCCP":
-            icc = zlib.decompress(body[body.index(b"\x00") + 2:])
-        elif kind == b"eXIf":
-            exif = body
-    width, height, rows, info = reader.read()
-    _check_size(width, height, source, max_pixels)
+    _, _, rows, info = png.Reader(bytes=data).read()
     planes = info["planes"]
-    array = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, planes)
-    return Picture(array, "png", icc=icc, exif=exif)
+    # Filled row by row: a list of rows and a vstack would hold the image twice.
+    array = np.empty((height, width * planes), dtype=np.uint16)
+    count = 0
+    for count, row in enumerate(rows, 1):
+        array[count - 1] = row
+    if count != height:
+        raise ValueError("truncated")  # decode() names the file and the format
+    return array.reshape(height, width, planes)
+
+
+# -- Pillow formats -----------------------------------------------------------------------------
+
+
+def _decode_pillow(data: bytes, fmt: str, source: str, max_pixels: int | None,
+                   warnings: list[str] | None = None) -> Picture:
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    Image.MAX_IMAGE_PIXELS = None  # our own limit replaces Pillow's warning
+    # Oversized chunks were dropped already; the rest must not make Pillow refuse the image.
+    PngImagePlugin.MAX_TEXT_CHUNK = max(PngImagePlugin.MAX_TEXT_CHUNK, METADATA_LIMIT)
+    warnings = [] if warnings is None else warnings
+    with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[fmt]]) as im:  # reads the header only
+        _check_size(im.width, im.height, source, max_pixels)
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1 and fmt != "png":  # APNG was counted from its acTL chunk
+            warnings.append(_frames_warning(frames, fmt))
+        icc = im.info.get("icc_profile")
+        exif = im.info.get("exif")
+        if isinstance(exif, str):
+            exif = exif.encode("latin-1")
+        orientation = _orientation(exif) if exif else 1
+        mode = im.mode
+        if mode == "CMYK":
+            im, icc = _cmyk_to_rgb(im, icc, warnings), None
+        elif mode == "1":
+            im = im.convert("L")
+        elif mode in ("P", "PA"):
+            im = im.convert("RGBA" if ("transparency" in im.info or mode == "PA") else "RGB")
+        elif mode == "RGBa":
+            im = im.convert("RGBA")
+        elif mode == "La":
+            im = im.convert("LA")
+        elif mode not in ("L", "LA", "RGB", "RGBA", "I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            im = im.convert("RGB")  # YCbCr, LAB, HSV
+        im.load()
+        array = np.asarray(im)
+    if array.dtype.kind in "iuf" and array.dtype.itemsize >= 2 and array.dtype != np.uint16:
+        array = np.clip(array, 0, 65535).astype(np.uint16)  # 'I' and 'F' grey modes, big-endian 16
+    elif array.dtype == bool:
+        array = array.astype(np.uint8) * 255
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if orientation != 1:
+        array = _orient(array, orientation)
+    if exif is not None:
+        exif = _reset_orientation(exif)
+    return Picture(np.ascontiguousarray(array), fmt, icc=icc, exif=exif, warnings=warnings)
+
+
+def _cmyk_to_rgb(im, icc: bytes | None, warnings: list[str]):
+    """CMYK to RGB through the image's own profile when it has one, else the naive formula.
+
+    The CMYK profile is never carried over: it does not describe RGB pixels.
+    """
+    if icc and icc[16:20] == b"CMYK":
+        try:
+            from PIL import ImageCms
+
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(im, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except Exception:
+            warnings.append("CMYK profile unusable: converted to RGB without it")
+    return im.convert("RGB")
+
+
+# -- TIFF ---------------------------------------------------------------------------------------
 
 
 def _decode_tiff(data: bytes, source: str, max_pixels: int | None) -> Picture:
     import numpy as np
     import tifffile
 
+    # tifffile logs what it repairs or ignores; a forged file would add lines to our one-line errors.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+    warnings: list[str] = []
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
-        page = tif.pages[0]
+        page = tif.pages.first
         _check_size(page.imagewidth, page.imagelength, source, max_pixels)
-        array = page.asarray()
+        pages = sum(1 for p in tif.pages if not getattr(p, "is_reduced", False))
+        if pages > 1:
+            warnings.append(_frames_warning(pages, "tiff"))
         icc_tag = page.tags.get(34675)
-        icc = bytes(icc_tag.value) if icc_tag is not None else None
+        icc = bytes(icc_tag.value) if icc_tag is not None and len(icc_tag.value) <= METADATA_LIMIT else None
+        orientation_tag = page.tags.get(274)
+        orientation = int(orientation_tag.value) if orientation_tag is not None else 1
+        photometric = int(page.photometric)
+        array = page.asarray()
+        if int(page.planarconfig) == 2 and array.ndim == 3:  # separate planes: (S, H, W)
+            array = np.moveaxis(array, 0, -1)
+        colormap = page.colormap if photometric == 3 else None
+        bits = page.bitspersample
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4, 5):
         raise InputError(f"unsupported TIFF layout {array.shape}", source)
-    if array.dtype == np.uint8 or array.dtype == np.uint16:
-        pass
-    elif array.dtype.kind == "f":
-        array = (np.clip(array, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    if colormap is not None:  # palette: indices into 16-bit RGB entries
+        rgb = np.asarray(colormap, dtype=np.uint16).T[array[:, :, 0].astype(np.intp)]
+        # Writers store 8-bit entries as v * 257 or v << 8; the high byte is v for both.
+        array = rgb if bits > 8 else (rgb >> 8).astype(np.uint8)
+    elif photometric == 0 and array.dtype.kind == "u":  # min-is-white grey
+        array = np.iinfo(array.dtype).max - array
+    if array.dtype.kind == "f":
+        finite = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
+        note = f"{array.dtype.itemsize * 8}-bit float samples read as 16-bit integers"
+        if finite.size and (float(finite.min()) < 0 or float(finite.max()) > 1 or not np.isfinite(array).all()):
+            note += ", values outside 0..1 clipped"
+        warnings.append(note)
+        array = (np.clip(finite, 0, 1) * 65535 + 0.5).astype(np.uint16)
     elif array.dtype == bool:
         array = array.astype(np.uint8) * 255
-    else:
+    elif array.dtype not in (np.uint8, np.uint16):
         raise InputError(f"unsupported TIFF sample type {array.dtype}", source)
-    return Picture(np.ascontiguousarray(array), "tiff", icc=icc)
+    if photometric == 5:  # separated: C, M, Y, K (and maybe alpha)
+        if array.shape[2] < 4:
+            raise InputError(f"unsupported TIFF ink set with {array.shape[2]} channels", source)
+        array = _cmyk_array_to_rgb(array)
+        if icc and icc[16:20] == b"CMYK":
+            icc = None
+    if orientation != 1:
+        array = _orient(array, orientation)
+    return Picture(np.ascontiguousarray(array), "tiff", icc=icc, warnings=warnings)
+
+
+def _cmyk_array_to_rgb(array):
+    """(H, W, 4 or 5) CMYK[A] to RGB[A] of the same dtype: R = (1 - C)(1 - K), and so on."""
+    import numpy as np
+
+    top = float(np.iinfo(array.dtype).max)
+    ink = array[:, :, :4].astype(np.float32) / top
+    rgb = (1 - ink[:, :, :3]) * (1 - ink[:, :, 3:4])
+    out = (rgb * top + 0.5).astype(array.dtype)
+    if array.shape[2] == 5:
+        out = np.concatenate([out, array[:, :, 4:]], axis=2)
+    return out
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -208,9 +443,8 @@ def encode(picture: Picture, fmt: str, quality: int | None = None, strip: bool =
     warnings: list[str] = []
     icc = None if strip else picture.icc
     exif = None if strip else picture.exif
-    if fmt in ("jpeg", "bmp") and array.dtype == np.uint16:
+    if fmt in EIGHT_BIT and array.dtype == np.uint16:
         warnings.append(f"{fmt.upper()} holds 8 bits per channel: 16-bit image reduced to 8 bits")
-    if fmt in ("jpeg", "webp", "bmp") and array.dtype == np.uint16:
         array = _to_uint8(array)
     if fmt in ("jpeg", "bmp") and array.shape[2] in (2, 4):
         # BMP's alpha variants are read back as opaque by most software, Pillow included.
@@ -218,6 +452,9 @@ def encode(picture: Picture, fmt: str, quality: int | None = None, strip: bool =
         array = _flatten(array)
     if fmt == "webp" and array.shape[2] == 2:
         array = np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2)
+    if icc and not _icc_fits(icc, array.shape[2]):
+        warnings.append(f"ICC profile for {_icc_space(icc)} data does not fit the output: dropped")
+        icc = None
     if fmt == "png" and array.dtype == np.uint16 and array.shape[2] != 1:
         return _encode_png16(array, icc, exif), warnings
     if fmt == "tiff":
@@ -301,19 +538,101 @@ def _encode_tiff(array, icc: bytes | None) -> bytes:
     return buffer.getvalue()
 
 
-# -- files ------------------------------------------------------------------------------------
+# -- reading bytes ------------------------------------------------------------------------------
 
 
-def read_bytes(path: str) -> bytes:
+def byte_limit(max_pixels: int | None) -> int | None:
+    """Most input bytes worth reading for an image within `max_pixels` (None: no pixel limit)."""
+    return max_pixels * BYTES_PER_PIXEL + METADATA_LIMIT * 4 if max_pixels else None
+
+
+def read_bytes(path: str, limit: int | None = None) -> bytes:
+    """A file's bytes, refused early when they cannot be an image or exceed `limit`."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            size = os.fstat(f.fileno()).st_size
+            if limit and size > limit:
+                raise InputError(_too_many_bytes(size, limit), path)
+            return read_stream(f, path, limit)
     except FileNotFoundError:
         raise InputError("no such file", path) from None
     except IsADirectoryError:
         raise InputError("is a folder", path) from None
     except OSError as exc:
         raise InputError(exc.strerror or str(exc), path) from None
+
+
+def read_stream(stream, source: str, limit: int | None = None) -> bytes:
+    """Everything a stream (stdin, a device, a file) holds, up to `limit` bytes.
+
+    The first bytes are sniffed before more is read, so `/dev/zero` or an endless text stream is
+    refused at once; an endless stream of image-looking bytes stops at the limit.
+    """
+    head = stream.read(16)
+    while head and len(head) < 16:  # pipes may deliver the first bytes in pieces
+        more = stream.read(16 - len(head))
+        if not more:
+            break
+        head += more
+    if head and sniff(head) is None:
+        raise InputError(NOT_AN_IMAGE, source)
+    chunks, total = [head], len(head)
+    while True:
+        chunk = stream.read(1 << 22)
+        if not chunk:
+            break
+        total += len(chunk)
+        if limit and total > limit:
+            raise InputError(_too_many_bytes(total, limit, more=True), source)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_many_bytes(size: int, limit: int, more: bool = False) -> str:
+    return (f"{'more than ' if more else ''}{size / 1e9:.2g} GB of input, above the {limit / 1e9:.2g} GB that "
+            "--max-pixels allows (raise it, or 0 for no limit)")
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte to `fd`, looping over short writes; errors (EPIPE, ENOSPC) propagate."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:  # never expected from a blocking descriptor, but a loop must end
+            raise OSError(5, "short write")
+        view = view[written:]
+
+
+def write_stdout(data: bytes, stream=None) -> None:
+    """Image bytes to stdout, every write checked.
+
+    A closed stdout (`>&-`), a full device (`> /dev/full`) or a short write is an OutputError;
+    a reader that went away raises BrokenPipeError, which the CLI turns into exit 141.
+    """
+    import sys
+
+    stream = stream if stream is not None else sys.stdout
+    if stream is None:
+        raise OutputError("stdout is closed", "-")
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream (tests, embedding)
+        target = getattr(stream, "buffer", stream)
+        target.write(data)
+        target.flush()
+        return
+    try:
+        stream.flush()
+        write_all(fd, data)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.errno == 9:  # EBADF
+            raise OutputError("stdout is closed", "-") from None
+        raise OutputError(exc.strerror or str(exc), "-") from None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> None:
@@ -323,18 +642,27 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     into place (which fails if the name exists, closing the race between check and write) or,
     with `overwrite`, renamed over it. An interrupted write leaves only the temporary file's
     removal to do, which the `finally` does.
+
+    An existing output that is not a regular file (a character device such as /dev/null, a
+    FIFO) is a stream, not a file to replace: with `overwrite` the bytes are written into it.
     """
     path = Path(path)
+    existing = _stat(path)
+    if existing is not None and not stat.S_ISREG(existing.st_mode) and not stat.S_ISDIR(existing.st_mode):
+        if not overwrite:
+            raise OutputError("exists (use --overwrite to write into it)", str(path))
+        return _write_into(path, data)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".imgen-tmp", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".imgen-tmp", dir=folder)
     except OSError as exc:
         raise OutputError(exc.strerror or str(exc), str(path)) from None
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, 0o666 & ~_umask())
         if overwrite:
             os.replace(tmp, path)
@@ -350,8 +678,36 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
     except OSError as exc:
         raise OutputError(exc.strerror or str(exc), str(path)) from None
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
+
+
+NAME_MAX = 255
+_TEMP_EXTRA = len(".") + len(".") + 8 + len(".imgen-tmp")  # dots, mkstemp's random part, suffix
+
+
+def _temp_prefix(name: str) -> str:
+    """'.NAME.' shortened so the whole temporary name fits in NAME_MAX bytes (a cut UTF-8
+    sequence is harmless: file names are bytes, and fsdecode/fsencode round-trip them)."""
+    return "." + os.fsdecode(os.fsencode(name)[: NAME_MAX - _TEMP_EXTRA]) + "."
+
+
+def _stat(path: Path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _write_into(path: Path, data: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OutputError(exc.strerror or str(exc), str(path)) from None
 
 
 def _umask() -> int:

@@ -16,11 +16,12 @@ and what loading it learns comes back as a `Loaded` descriptor.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
 from .contract import Command, Loaded, Model
-from .errors import PluginError, UsageError
+from .errors import PluginError, UsageError, reason
 
 SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 
@@ -55,33 +56,79 @@ def find_model_file(value: str) -> Path | None:
 
 
 def load_state_dict(path: Path) -> dict:
-    """Tensors from a weights file, never unpickling anything but plain tensors and containers."""
+    """Tensors from a weights file, never unpickling anything but plain tensors and containers.
+
+    A file that would need unrestricted unpickling is a UsageError (exit 2: the user asked for
+    something refused); a file that cannot be read as weights is a PluginError (exit 3: the model
+    failed to load). Either way one line that names the file.
+    """
     import torch
 
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise PluginError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if size == 0:
+        raise PluginError(f"{path}: empty file, not a weights file")
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as exc:
-            raise UsageError(f"{path}: not a readable safetensors file ({exc})") from None
+            raise PluginError(f"{path}: not a readable safetensors file ({reason(exc)})") from None
+        if not state:
+            raise PluginError(f"{path}: holds no tensors")
+        return state
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
             warnings.simplefilter("ignore")
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        if "weights_only" in str(exc) or "Unpickl" in type(exc).__name__:
+        if _needs_unpickling(path, exc):
             raise UsageError(f"{path}: refused: this file needs unrestricted unpickling, which can run "
                              "arbitrary code; convert it to .safetensors or a plain state dict") from None
-        raise UsageError(f"{path}: not a readable PyTorch weights file ({exc})") from None
+        raise PluginError(f"{path}: not a readable PyTorch weights file ({reason(exc)})") from None
     # Common wrappers around the state dict itself.
     for key in ("params_ema", "params", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
-    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
-        raise UsageError(f"{path}: does not hold a state dict of tensors")
+    if not isinstance(state, dict) or not state or not all(hasattr(v, "shape") for v in state.values()):
+        raise PluginError(f"{path}: does not hold a state dict of tensors")
     return state
+
+
+def _needs_unpickling(path: Path, exc: BaseException) -> bool:
+    """Whether torch's safe loader refused a real pickle (a class or function it would have to
+    import), as opposed to bytes that are no pickle at all."""
+    text = str(exc)
+    if "Unsupported global" in text or "GLOBAL" in text:
+        return True
+    if "Weights only load failed" not in text:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # A zip is torch's own format; a pickle starts with the PROTO opcode (0x80).
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def mismatch(exc: BaseException) -> str:
+    """torch's many-line `Error(s) in loading state_dict` report, counted into one line."""
+    text = str(exc)
+    if "Error(s) in loading state_dict" not in text:
+        return f"{type(exc).__name__}: {reason(exc)}"
+    parts = []
+    for label, pattern in (("missing", r"Missing key\(s\) in state_dict: (.*)"),
+                           ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)")):
+        found = re.search(pattern, text)
+        if found:
+            count = len(re.findall(r'"[^"]*"', found.group(1)))
+            parts.append(f"{count} {label} tensor{'s' if count != 1 else ''}")
+    sizes = len(re.findall(r"size mismatch for ", text))
+    if sizes:
+        parts.append(f"{sizes} of another shape")
+    return "its tensors do not match (" + ", ".join(parts) + ")" if parts else reason(exc)
 
 
 def user_model(command: Command, path: Path) -> Model:
@@ -98,7 +145,7 @@ def load_user_model(command: Command, path: Path) -> Loaded:
         try:
             built = command.build_model(state)
         except Exception as exc:  # not this command's architecture: try spandrel next
-            errors.append(f"not a {command.name} network of imgen ({type(exc).__name__}: {exc})")
+            errors.append(f"not an imgen {command.name} network: {mismatch(exc)}")
         else:
             if isinstance(built, Loaded):
                 return built
@@ -130,7 +177,7 @@ def _spandrel(state: dict, path: Path, errors: list[str]):
     try:
         return spandrel.ModelLoader().load_from_state_dict(state)
     except Exception as exc:
-        errors.append(f"spandrel does not recognise it ({type(exc).__name__}: {exc})")
+        errors.append(f"spandrel does not recognise it ({reason(exc)})")
         return None
 
 

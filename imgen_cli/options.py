@@ -6,10 +6,13 @@ must agree. Inputs may be given in one segment only.
 
 from __future__ import annotations
 
+import math
+
 import click
 
 from .contract import PRECISIONS
 from .io import DEFAULT_MAX_PIXELS, FORMATS
+
 
 
 def verbosity_options(f):
@@ -45,3 +48,27 @@ def shared_params() -> list[click.Parameter]:
     for option in reversed(verbosity_options(lambda: None).__click_params__):
         params.append(option)
     return params
+
+
+def finite_floats(params) -> list[click.Parameter]:
+    """`params` with NaN and infinity refused, as usage errors, by every float option.
+
+    click's FLOAT and FloatRange accept 'nan' and 'inf' (a NaN passes every range comparison),
+    which would flow into a network as a black or NaN image. The host applies this to each
+    plugin command's own options, so no plugin has to remember it.
+    """
+    for param in params:
+        if isinstance(param.type, click.types.FloatParamType) and not getattr(param, "_imgen_finite", False):
+            param.callback = _finite_check(param.callback)
+            param._imgen_finite = True
+    return list(params)
+
+
+def _finite_check(inner):
+    def check(ctx, param, value):
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise click.BadParameter(f"{value!r} is not a finite number", ctx=ctx, param=param)
+        return inner(ctx, param, value) if inner is not None else value
+
+    return check

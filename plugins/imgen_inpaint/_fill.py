@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imgen_cli import UsageError
+from imgen_cli import InputError, UsageError
 
 # Side of the coarse cells in which holes are grouped into regions.
 CELL = 16
@@ -245,6 +245,9 @@ def _fill_crop(net, image: torch.Tensor, holes: torch.Tensor, texture: bool = Tr
 def inpaint(x: torch.Tensor, ctx) -> torch.Tensor:
     """Fill the holes of a batch (N, 3, H, W); pixels outside the dilated mask are copied from x."""
     holes = _holes(x, ctx).to(x.device)
+    if bool(holes.flatten(1).all(dim=1).any()):
+        # With no known pixel the network has nothing to continue and returns black.
+        raise InputError("the mask covers the whole image: there is nothing left to fill it from", ctx.source)
     radius = int(ctx.options.get("dilate") or 0)
     texture = not ctx.options.get("smooth", False)
     net = ctx.model()
