@@ -119,18 +119,15 @@ class ImgenGroup(click.Group):
 
 def _protected_inputs(specs) -> list[str]:
     """Every file a chain reads besides its main inputs: extra image inputs and model files."""
-    from .models import find_model_file
-
     paths = []
     for spec in specs:
         for image_input, value in spec.inputs.values():
             if isinstance(value, str):
                 resolved = value if os.path.exists(value) or image_input.resolve is None else image_input.resolve(value)
                 paths.append(resolved or value)
-        if spec.model:
-            model_file = find_model_file(spec.model)
-            if model_file is not None:
-                paths.append(str(model_file))
+        # A model given as a path (a name in the user model folder is looked up once, later).
+        if spec.model and os.path.isfile(os.path.expanduser(spec.model)):
+            paths.append(os.path.expanduser(spec.model))
     return paths
 
 
