@@ -33,12 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 PHOTOS = ROOT.parent / "shared" / "datasets" / "photos"
 
 
-def make_photos(folder: Path, count: int, long_side: int) -> None:
+def make_photos(folder: Path, count: int, long_side: int, photos: Path) -> None:
     from PIL import Image
 
-    sources = sorted(PHOTOS.glob("*.png"))
+    sources = sorted(photos.glob("*.png"))
     if not sources:
-        raise SystemExit(f"no photos in {PHOTOS}")
+        raise SystemExit(f"no photos in {photos} (use --photos DIR)")
     folder.mkdir(parents=True)
     made = 0
     for factor in (1.0, 0.75, 0.5):
@@ -99,6 +99,7 @@ def kill_test(chain: list[str], src: Path, out: Path, plain: Path, address: str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40)
+    parser.add_argument("--photos", type=Path, default=PHOTOS, help=f"source photos (default {PHOTOS})")
     parser.add_argument("--long-side", type=int, default=384, help="long side of the largest photos")
     parser.add_argument("--chain", default="denoise + sr --scale 2")
     parser.add_argument("--actors", type=int, default=os.cpu_count() or 2, help="actors of the scaling run")
@@ -111,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_ray_") as tmp:
         tmp = Path(tmp)
         src = tmp / "in"
-        make_photos(src, args.count, args.long_side)
+        make_photos(src, args.count, args.long_side, args.photos)
         n = len(list(src.iterdir()))
         rows = []
 
