@@ -5,10 +5,10 @@ Plugin authors need only what is exported here; importing it is cheap (no torch,
 
 from .contract import Command, Context, ImageInput, Loaded, Model, Tiling
 from .errors import InputError, PluginError, UsageError
-from .filters import gaussian_blur, resize
+from .filters import gaussian_blur, gaussian_radius, resize
 from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
 __all__ = ["Command", "Context", "ImageInput", "InputError", "Loaded", "Model", "PluginError", "Tiling", "UsageError",
-           "gaussian_blur", "hookimpl", "resize", "__version__"]
+           "gaussian_blur", "gaussian_radius", "hookimpl", "resize", "__version__"]

@@ -23,7 +23,7 @@ import click
 
 from .contract import Command, ImageInput
 from .errors import PluginError, UsageError
-from .options import finite_floats, shared_params
+from .options import finite_floats, shared_params, verbosity_options
 
 CHAIN = "+"
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -186,13 +186,14 @@ def build_command(command: Command, registry) -> click.Command:
 
 def broken_command(name: str, info) -> click.Command:
     """A command that takes any words and fails with the plugin's load error (exit status 3)."""
-    error = PluginError(f"plugin {info.name!r} failed to load: {info.error}", name)
+    error = PluginError(f"plugin {info.name!r} failed to load: {info.error}", name, details=info.traceback)
 
     def fail(**kwargs):
         raise error
 
     command = click.Command(
         name, callback=fail, help=f"(broken plugin {info.name}: {info.error})",
+        params=list(verbosity_options(lambda: None).__click_params__),
         short_help=f"(broken: {info.error})"[:80],
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )

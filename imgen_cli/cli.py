@@ -26,7 +26,7 @@ from .plugins import Registry, get_registry
 from .scaleout import ray_command
 from .serve import serve
 
-HOST_COMMANDS = ("plugins", "models", "metrics", "serve", "ray")
+HOST_COMMANDS = ("plugins", "models", "metrics", "serve", "ray", "install", "uninstall")
 
 
 class Reporter:
@@ -54,7 +54,11 @@ class Reporter:
 
     def error(self, error: BaseException) -> None:
         if self.debug:
-            traceback.print_exception(error, file=sys.stderr)
+            details = getattr(error, "details", None)
+            if details:  # the plugin's own traceback, from where it failed to load
+                sys.stderr.write(details)
+            else:
+                traceback.print_exception(error, file=sys.stderr)
         self._write(f"imgen: error: {error}")
 
     def progress(self, total: int, desc: str, unit: str):
@@ -203,8 +207,13 @@ def cli(quiet, verbose, debug, server):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json):
-    """List installed plugins, their commands and models."""
+@click.pass_context
+def plugins(ctx, as_json):
+    """List installed plugins: version, where they load from, commands, models, problems.
+
+    A plugin whose front module imports torch is flagged: it slows every imgen command, --help
+    included. With imgen --debug, a broken plugin's traceback is shown too.
+    """
     registry = get_registry()
     rows = []
     for info in sorted(registry.plugins.values(), key=lambda i: (not i.builtin, i.name)):
@@ -213,14 +222,77 @@ def plugins(as_json):
             "version": info.version,
             "distribution": info.distribution,
             "builtin": info.builtin,
+            "location": info.location,
             "commands": info.commands,
             "models": info.models,
             "error": info.error,
+            "imports_torch": info.imports_torch,
         })
-    _listing(rows, as_json, ("plugin", "version", "source", "commands", "models", "status"), lambda row: (
-        row["name"], row["version"] or "-", "built-in" if row["builtin"] else "third-party",
-        ", ".join(row["commands"]) or "-", ", ".join(row["models"]) or "-",
-        f"[red]error: {row['error']}[/red]" if row["error"] else "ok"))
+        if info.error and info.traceback and ctx.find_root().params.get("debug"):
+            click.echo(f"imgen: plugin {info.name!r}:\n{info.traceback}", err=True)
+    _listing(rows, as_json, ("plugin", "version", "source", "commands", "models", "status", "location"),
+             lambda row: (
+                 row["name"], row["version"] or "-", "built-in" if row["builtin"] else "third-party",
+                 ", ".join(row["commands"]) or "-", ", ".join(row["models"]) or "-", _status(row),
+                 row["location"] or "-"))
+
+
+def _status(row: dict) -> str:
+    if row["error"]:
+        return f"[red]error: {row['error']}[/red]"
+    if row["imports_torch"]:
+        return "[yellow]warning: imports torch when loaded (slows every command)[/yellow]"
+    return "ok"
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("packages", nargs=-1, required=True, type=click.UNPROCESSED, metavar="PACKAGE...")
+@click.pass_context
+def install(ctx, packages):
+    """Install plugins (and upgrade them) into imgen's own environment.
+
+    Runs pip with the Python that runs imgen, so plugins land where imgen finds them even when
+    imgen itself was installed with pipx or `uv tool install`; where that environment has no pip
+    (uv makes none), `uv pip install --python` does it. Options are passed on:
+    `imgen install --upgrade imgen-sharpen`, `imgen install -e ./my-plugin`.
+    """
+    ctx.exit(_pip("install", list(packages)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("packages", nargs=-1, required=True, type=click.UNPROCESSED, metavar="PACKAGE...")
+@click.pass_context
+def uninstall(ctx, packages):
+    """Uninstall plugins from imgen's own environment (without asking).
+
+    The counterpart of `imgen install`: pip of the Python that runs imgen, or `uv pip uninstall`.
+    """
+    ctx.exit(_pip("uninstall", list(packages)))
+
+
+def _pip(action: str, words: list[str]) -> int:
+    """Run the installer; its output goes straight to the terminal, its status is ours."""
+    import subprocess
+
+    try:
+        command = installer(action)
+    except UsageError as exc:
+        click.echo(f"imgen: error: {exc}", err=True)
+        return exc.exit_code
+    return subprocess.run(command + words).returncode
+
+
+def installer(action: str) -> list[str]:
+    """The command that installs into (or uninstalls from) the environment imgen runs in."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip", action] + (["--yes"] if action == "uninstall" else [])
+    uv = shutil.which("uv")
+    if uv is not None:
+        return [uv, "pip", action, "--python", sys.executable]
+    raise UsageError(f"imgen's environment ({sys.prefix}) has neither pip nor uv on PATH to {action} with")
 
 
 @cli.command()

@@ -8,7 +8,7 @@ plugin's front module can build its registrations without slowing down `imgen --
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Sequence, Union
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,7 +99,6 @@ class Model:
             CPU; benchmarks/bench_channels_last.py). Measure: a network of few channels can be
             slower. Only for networks that never `.view()` an activation, which may then be
             channels-last too.
-        meta: anything else a command wants to match on, e.g. {"kind": "real", "scale": 4}.
     """
 
     name: str
@@ -112,7 +111,6 @@ class Model:
     precisions: tuple[str, ...] = ("fp32",)
     weights: str | None = None
     channels_last: bool = False
-    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -296,7 +296,7 @@ class Engine:
         sink.write(0, y)
         return ctx
 
-    def tile_size(self, tiling: Tiling, height: int, width: int) -> int:
+    def tile_size(self, tiling: Tiling) -> int:
         """Tile side in input pixels; 0 means the whole image in one call."""
         if not tiling.tileable or self.tile == 0:
             return 0
@@ -325,7 +325,7 @@ class Engine:
             mode = "reflect" if ph < height and pw < width else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
             extras = {k: F.pad(v, (0, pw, 0, ph), mode=mode) for k, v in extras.items()}
-        tile = self.tile_size(tiling, height, width)
+        tile = self.tile_size(tiling)
         while True:
             try:
                 if tile == 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):

@@ -33,14 +33,19 @@ class Interrupted(KeyboardInterrupt):
 
 
 class ImgenError(Exception):
-    """A failure to report in one line, optionally naming the file it concerns."""
+    """A failure to report in one line, optionally naming the file it concerns.
+
+    `details` holds a traceback from elsewhere (a plugin's failed import) that `--debug` shows
+    instead of this exception's own.
+    """
 
     exit_code = FAILED
 
-    def __init__(self, message: str, source: str | None = None):
+    def __init__(self, message: str, source: str | None = None, details: str | None = None):
         super().__init__(message)
         self.message = message
         self.source = source
+        self.details = details
 
     def __str__(self) -> str:
         return f"{self.source}: {self.message}" if self.source else self.message

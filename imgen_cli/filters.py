@@ -14,16 +14,21 @@ if TYPE_CHECKING:
     import torch
 
 
+def gaussian_radius(sigma: float) -> int:
+    """How far `gaussian_blur` reaches: round(3 * sigma), at least 1 (the overlap it needs when tiled)."""
+    return max(1, int(3 * sigma + 0.5))
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float, padding: str = "reflect") -> torch.Tensor:
     """Each channel of an (N, C, H, W) batch blurred by a Gaussian of `sigma` pixels.
 
-    Separable (two 1-D passes), radius round(3 * sigma) but at least 1, borders padded by
-    `padding` ("reflect" or "replicate") so the output has the input's size.
+    Separable (two 1-D passes), radius `gaussian_radius(sigma)`, borders padded by `padding`
+    ("reflect" or "replicate") so the output has the input's size.
     """
     import torch
     import torch.nn.functional as F
 
-    radius = max(1, int(3 * sigma + 0.5))
+    radius = gaussian_radius(sigma)
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     g = torch.exp(-0.5 * (t / sigma) ** 2)
     g = g / g.sum()

@@ -4,12 +4,22 @@ pluggy's own `load_setuptools_entrypoints` stops at the first plugin that fails 
 hook call stops at the first implementation that raises. Here every entry point is loaded and
 every hook implementation is called on its own, so a broken plugin is recorded (and shown by
 `imgen plugins` and by its own commands) while every other command keeps working.
+
+Which plugins load:
+- every entry point of the `imgen` group of the imgen distribution itself (the built-ins);
+- every other entry point of the group, unless $IMGEN_LOAD_PLUGINS is set: then only those whose
+  entry-point or distribution name it lists (comma-separated; empty means built-ins only), which
+  is how to start imgen past a third-party plugin that breaks it;
+- the modules named in $IMGEN_PLUGINS (comma-separated), loaded by import without installing
+  them (tests, development), unless an entry point already loaded the same module.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as metadata
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 
@@ -35,6 +45,8 @@ class PluginInfo:
     models: list[str] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = None
+    location: str | None = None  # the folder its module was imported from
+    imports_torch: bool = False  # importing its front module pulled in torch (slows every command)
 
 
 class Registry:
@@ -55,6 +67,7 @@ class Registry:
         """Register a plugin object (module or instance) and collect its registrations."""
         info = info or PluginInfo(name=name, module=getattr(plugin, "__name__", type(plugin).__name__),
                                   version=getattr(plugin, "__version__", None))
+        info.location = info.location or _location(plugin)
         self.plugins[name] = info
         try:
             self.pm.register(plugin, name=name)
@@ -81,7 +94,9 @@ class Registry:
         for model_name in info.models:
             self.models.pop(model_name, None)
 
-    def load_entry_points(self) -> None:
+    def load_entry_points(self, allow: set[str] | None = None) -> None:
+        """Load the entry points of the `imgen` group: the built-ins, and the others whose
+        entry-point or distribution name is in `allow` (all of them when `allow` is None)."""
         for ep in sorted(_entry_points(), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             info = PluginInfo(
@@ -91,11 +106,13 @@ class Registry:
                 distribution=dist.name if dist else None,
                 builtin=bool(dist and _canonical(dist.name) == HOST_DISTRIBUTION),
             )
+            if not info.builtin and allow is not None and not {_canonical(ep.name), _canonical(info.distribution or "")} & allow:
+                continue
             if ep.name in self.plugins:
                 self._fail(info, ValueError(f"plugin name {ep.name!r} is already taken"))
                 continue
             try:
-                plugin = ep.load()
+                plugin = _watching_torch(ep.load, info)
             except Exception as exc:
                 self.plugins[ep.name] = info
                 self._fail(info, exc)
@@ -106,12 +123,13 @@ class Registry:
 
     def load_modules(self, names: list[str]) -> None:
         """Load plugins by module name (`IMGEN_PLUGINS=mod1,mod2`), as third-party plugins."""
-        import importlib
-
-        for module_name in names:
+        loaded = {info.module.split(":")[0] for info in self.plugins.values()}
+        for module_name in dict.fromkeys(names):
+            if module_name in loaded:  # installed too: its entry point has loaded it already
+                continue
             info = PluginInfo(name=module_name.rsplit(".", 1)[-1], module=module_name)
             try:
-                plugin = importlib.import_module(module_name)
+                plugin = _watching_torch(lambda: importlib.import_module(module_name), info)
             except Exception as exc:
                 self.plugins[info.name] = info
                 self._fail(info, exc)
@@ -186,6 +204,30 @@ def _canonical(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+def _watching_torch(load, info: PluginInfo):
+    """Run `load` (an import), noting in `info` whether it pulled in torch."""
+    before = "torch" in sys.modules
+    try:
+        return load()
+    finally:
+        info.imports_torch = not before and "torch" in sys.modules
+
+
+def _location(plugin: object) -> str | None:
+    """The folder a plugin module (or an instance's class's module) was imported from."""
+    module = plugin if hasattr(plugin, "__file__") else sys.modules.get(type(plugin).__module__)
+    path = getattr(module, "__file__", None)
+    return os.path.dirname(os.path.abspath(path)) if path else None
+
+
+def allow_list() -> set[str] | None:
+    """$IMGEN_LOAD_PLUGINS as a set of canonical names; None when it is not set."""
+    value = os.environ.get("IMGEN_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {_canonical(name.strip()) for name in value.split(",") if name.strip()}
+
+
 def _entry_points():
     return metadata.entry_points(group=GROUP)
 
@@ -200,12 +242,12 @@ _registry: Registry | None = None
 
 
 def get_registry() -> Registry:
-    """The process-wide registry, built on first use from the installed entry points and
-    the modules named in $IMGEN_PLUGINS (comma-separated)."""
+    """The process-wide registry, built on first use from the installed entry points
+    ($IMGEN_LOAD_PLUGINS) and the modules named in $IMGEN_PLUGINS (see the module's docstring)."""
     global _registry
     if _registry is None:
         _registry = Registry(get_plugin_manager())
-        _registry.load_entry_points()
+        _registry.load_entry_points(allow_list())
         extra = os.environ.get("IMGEN_PLUGINS", "")
         _registry.load_modules([name.strip() for name in extra.split(",") if name.strip()])
     return _registry

@@ -30,6 +30,9 @@ UNSET = getattr(click.core, "UNSET", None)
 ENVIRONMENT = [
     ("IMGEN_PLUGINS", "Comma-separated Python module names to load as extra plugins, without "
                       "installing them (for plugin development and tests)."),
+    ("IMGEN_LOAD_PLUGINS", "When set, only the listed installed third-party plugins are loaded "
+                           "(comma-separated entry-point or distribution names) besides the built-in "
+                           "ones; empty loads the built-in plugins only."),
     ("IMGEN_MODELS", "The user model folder searched by --model NAME; default "
                      "$XDG_DATA_HOME/imgen/models, that is ~/.local/share/imgen/models."),
     ("XDG_DATA_HOME", "Base of the default user model folder."),
@@ -285,6 +288,7 @@ def root_page(cli: click.Group, ctx: click.Context, names: list[str], version: s
         ".SY imgen", "\\fICOMMAND\\fR [\\fIOPTIONS\\fR] \\fB+\\fR \\fICOMMAND\\fR [\\fIOPTIONS\\fR] ... "
         "[\\fIINPUT\\fR]...", ".YS",
         ".SY imgen", "\\fBplugins\\fR | \\fBmodels\\fR [\\fB\\-\\-json\\fR]", ".YS",
+        ".SY imgen", "\\fBinstall\\fR | \\fBuninstall\\fR \\fIPACKAGE\\fR...", ".YS",
         ".SY imgen", "\\fB\\-\\-help\\fR | \\fB\\-\\-version\\fR", ".YS",
         ".SH DESCRIPTION",
         *help_paragraphs(cli.help or ""),

@@ -66,8 +66,8 @@ def count_loads(registry, name: str, monkeypatch) -> list:
     return calls
 
 
-def imgen_env(plugins: str = "imgen_test_tiny") -> dict:
-    env = dict(os.environ)
+def imgen_env(plugins: str = "imgen_test_tiny", extra: dict | None = None) -> dict:
+    env = dict(os.environ, **(extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TEST_PLUGINS), env.get("PYTHONPATH")]))
     env["IMGEN_PLUGINS"] = plugins
     env.pop("NO_COLOR", None)
@@ -80,6 +80,6 @@ def imgen_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "imgen_cli"]
 
 
-def run_imgen(args, input=None, plugins="imgen_test_tiny", cwd=None, **kwargs):
+def run_imgen(args, input=None, plugins="imgen_test_tiny", cwd=None, extra_env=None, **kwargs):
     return subprocess.run(imgen_cmd() + [str(a) for a in args], input=input, capture_output=True,
-                          env=imgen_env(plugins), cwd=cwd, timeout=120, **kwargs)
+                          env=imgen_env(plugins, extra_env), cwd=cwd, timeout=300, **kwargs)

@@ -82,6 +82,56 @@ def test_broken_plugin_is_reported_and_others_keep_working(tmp_path):
     works = run_imgen(["invert", image, "-o", tmp_path / "ok.png"], plugins=plugins)
     assert works.returncode == 0, works.stderr
 
+    # --debug shows the plugin's own traceback, from its failed import.
+    debug = run_imgen(["imgen_test_broken", "--debug", image], plugins=plugins).stderr.decode()
+    assert "Traceback" in debug and "imgen_test_broken.py" in debug and "import imgen_no_such_dependency" in debug
+    listing_debug = run_imgen(["--debug", "plugins"], plugins=plugins).stderr.decode()
+    assert "import imgen_no_such_dependency" in listing_debug
+
+
+def test_plugins_shows_version_location_and_warns_of_torch_at_import():
+    listing = run_imgen(["plugins", "--json"], plugins="imgen_test_tiny,imgen_test_heavy")
+    rows = {row["name"]: row for row in json.loads(listing.stdout)}
+    heavy, tiny = rows["imgen_test_heavy"], rows["imgen_test_tiny"]
+    assert heavy["imports_torch"] is True and tiny["imports_torch"] is False
+    assert tiny["version"] == "9.9" and tiny["location"] == str(DATA.parent / "plugins")
+    assert all(row["location"] and row["imports_torch"] is False for row in rows.values() if row["builtin"])
+    table = run_imgen(["plugins"], plugins="imgen_test_heavy").stdout.decode()
+    assert "warning:" in table.split("imgen_test_heavy")[1]
+
+
+def test_load_plugins_allow_list_keeps_builtins_only_when_empty(imgen_registry, monkeypatch):
+    from imgen_cli.plugins import Registry, allow_list, get_plugin_manager
+
+    monkeypatch.setenv("IMGEN_LOAD_PLUGINS", "")
+    assert allow_list() == set()
+    registry = Registry(get_plugin_manager())
+    registry.load_entry_points(allow_list())
+    everything = imgen_registry  # all installed entry points
+    assert {n for n, i in everything.plugins.items() if i.builtin} == set(registry.plugins)
+    assert all(info.builtin for info in registry.plugins.values())
+    monkeypatch.setenv("IMGEN_LOAD_PLUGINS", " Imgen_Sharpen , sr")
+    assert allow_list() == {"imgen-sharpen", "sr"}
+    monkeypatch.delenv("IMGEN_LOAD_PLUGINS")
+    assert allow_list() is None
+
+
+def test_install_runs_pip_of_imgens_own_python_or_uv(monkeypatch):
+    import importlib.util
+    import shutil
+
+    from imgen_cli import cli
+
+    assert cli.installer("install") == [sys.executable, "-m", "pip", "install"]
+    assert cli.installer("uninstall") == [sys.executable, "-m", "pip", "uninstall", "--yes"]
+    # An environment made by `uv tool install` has no pip: uv installs into it from outside.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: "/opt/uv/bin/uv" if name == "uv" else None)
+    assert cli.installer("install") == ["/opt/uv/bin/uv", "pip", "install", "--python", sys.executable]
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(errors.UsageError, match="neither pip nor uv"):
+        cli.installer("install")
+
 
 def test_plugin_whose_hook_raises_is_isolated(imgen, imgen_registry):
     from imgen_cli import hookimpl

@@ -8,19 +8,17 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, imgen_cmd, imgen_env, run_imgen
+from conftest import DATA, count_loads, imgen_cmd, imgen_env, run_imgen
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "imgen-sharpen"
 GUIDE = ROOT / "docs" / "plugins.md"
-PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", "-q"]
 
 
 def laplacian_energy(image: np.ndarray) -> float:
@@ -29,8 +27,8 @@ def laplacian_energy(image: np.ndarray) -> float:
     return float((lap ** 2).mean())
 
 
-def listed_plugins() -> dict:
-    result = run_imgen(["plugins", "--json"], plugins="")
+def listed_plugins(plugins: str = "", **env) -> dict:
+    result = run_imgen(["plugins", "--json"], plugins=plugins, extra_env=env)
     assert result.returncode == 0, result.stderr.decode()
     return {row["name"]: row for row in json.loads(result.stdout)}
 
@@ -44,6 +42,7 @@ def installed(distribution: str) -> bool:
 
 
 def test_example_plugin_installs_lists_works_in_a_pipe_and_uninstalls(tmp_path):
+    # `imgen install` and `imgen uninstall`: pip in imgen's own environment.
     if installed("imgen-sharpen"):
         pytest.skip("imgen-sharpen is already installed here; this test installs and removes it itself")
     # Build from a copy: pip leaves build/ and *.egg-info beside the sources.
@@ -51,14 +50,20 @@ def test_example_plugin_installs_lists_works_in_a_pipe_and_uninstalls(tmp_path):
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build",
                                                                   ".pytest_cache"))
     try:
-        done = subprocess.run(PIP + ["install", "--no-deps", "--no-build-isolation", str(source)],
-                              capture_output=True, timeout=300)
+        done = run_imgen(["install", "--no-deps", "--no-build-isolation", "--no-index", "--disable-pip-version-check", "-q", source], plugins="")
         assert done.returncode == 0, done.stderr.decode()
 
         row = listed_plugins()["sharpen"]
-        assert row["builtin"] is False and row["error"] is None
+        assert row["builtin"] is False and row["error"] is None and row["imports_torch"] is False
         assert row["distribution"] == "imgen-sharpen" and row["version"] == "0.1.0"
-        assert row["commands"] == ["sharpen"]
+        assert row["commands"] == ["sharpen"] and row["location"].endswith("imgen_sharpen")
+        # The allow-list: built-ins always, third-party plugins only when named.
+        assert "sharpen" not in listed_plugins(IMGEN_LOAD_PLUGINS="")
+        assert "sharpen" in listed_plugins(IMGEN_LOAD_PLUGINS="imgen-sharpen")
+        assert "sharpen" in listed_plugins(IMGEN_LOAD_PLUGINS="sharpen,something-else")
+        # Named in IMGEN_PLUGINS as well as installed: loaded once, not reported as a clash.
+        both = listed_plugins(plugins="imgen_sharpen")
+        assert both["sharpen"]["error"] is None and "imgen_sharpen" not in both
         table = run_imgen(["plugins"], plugins="").stdout.decode()
         assert re.search(r"sharpen\s+0\.1\.0\s+third-party\s+sharpen", table)
         assert re.search(r"\n  sharpen\s+Sharpen with an unsharp mask", run_imgen(["--help"], plugins="").stdout.decode())
@@ -76,7 +81,8 @@ def test_example_plugin_installs_lists_works_in_a_pipe_and_uninstalls(tmp_path):
         assert laplacian_energy(out) > 1.5 * laplacian_energy(upscaled)
         assert abs(out.mean() - upscaled.mean()) < 1.0
     finally:
-        subprocess.run(PIP + ["uninstall", "-y", "imgen-sharpen"], capture_output=True, timeout=300)
+        removed = run_imgen(["uninstall", "imgen-sharpen"], plugins="")
+    assert removed.returncode == 0, removed.stderr.decode()
 
     assert not installed("imgen-sharpen")
     assert "sharpen" not in listed_plugins()
@@ -100,7 +106,7 @@ def test_the_guides_minimal_plugin_works_and_is_under_30_lines(imgen, imgen_regi
     toml = guide_block("toml", "`pyproject.toml`:")
     module = guide_block("python", "`imgen_sharpen/__init__.py`:")
     assert '[project.entry-points.imgen]\nsharpen = "imgen_sharpen"' in toml
-    assert 'dependencies = ["imgen"]' in toml
+    assert 'dependencies = ["imgen>=0.1,<0.2"]' in toml
 
     # The guide's module replaces the example package, in case that is installed here.
     imgen_registry.remove("sharpen")
@@ -123,3 +129,31 @@ def test_the_guides_minimal_plugin_works_and_is_under_30_lines(imgen, imgen_regi
     guide = GUIDE.read_text()
     assert f"{code_lines(module)} lines of Python" in guide
     assert f"| **total** | **{lines}** ({len(toml.splitlines()) + len(module.splitlines())} with blank lines) |" in guide
+
+
+def test_the_guides_plugin_with_a_model_loads_it_once_and_runs_it(imgen, imgen_registry, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    module = guide_block("python", "## A plugin with a model")
+    package = tmp_path / "imgen_tone"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text(module)
+    # A warm grade: red up, blue down.
+    weight = torch.diag(torch.tensor([1.1, 1.0, 0.8]))[:, :, None, None]
+    save_file({"weight": weight, "bias": torch.zeros(3)}, str(package / "weights" / "tone.safetensors"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import imgen_tone
+
+    info = imgen_registry.add(imgen_tone, "tone")
+    assert info.error is None and info.commands == ["tone"] and info.models == ["tone-warm"]
+    assert "torch" not in re.findall(r"^(?:import|from) (\w+)", module, re.M)
+    loads = count_loads(imgen_registry, "tone-warm", monkeypatch)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(tmp_path / name)
+    result = imgen(["tone", tmp_path / "a.png", tmp_path / "b.png", "-o", "out"])
+    assert result.exit_code == 0, result.stderr
+    assert len(loads) == 1
+    for name in ("a.png", "b.png"):
+        out = np.asarray(Image.open(tmp_path / "out" / name)).astype(int)
+        assert (np.abs(out - [141, 128, 102]) <= 1).all()

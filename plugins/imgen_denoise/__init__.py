@@ -76,7 +76,6 @@ def register_models(register):
             weights=str(WEIGHTS / "ffdnet.safetensors"),
             channels_last=True,
             description="FFDNet-style denoiser for Gaussian noise of sigma 0..75, trained by imgen",
-            meta={"max_sigma": MAX_SIGMA},
         )
     )
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from imgen_cli import Command, ImageInput, Model, Tiling, hookimpl
+from imgen_cli import Command, ImageInput, Model, Tiling, UsageError, hookimpl
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MODEL = "inpaint-ffc"
@@ -30,6 +30,14 @@ def _process(x, ctx):
     from ._fill import inpaint
 
     return inpaint(x, ctx)
+
+
+def _validate(options, inputs):
+    """Exactly one source of holes, checked before any image is read."""
+    if options["mask_from_alpha"] and inputs["mask"]:
+        raise UsageError("give either --mask or --mask-from-alpha, not both")
+    if not options["mask_from_alpha"] and not inputs["mask"]:
+        raise UsageError("inpaint needs --mask FILE|FOLDER or --mask-from-alpha")
 
 
 @hookimpl
@@ -63,6 +71,7 @@ def register_commands(register):
                 "every pixel outside the (grown) mask is returned unchanged."
             ),
             process=_process,
+            validate=_validate,
             params=[
                 click.Option(
                     ["--mask-from-alpha"],

@@ -38,17 +38,12 @@ THICK = 8
 
 def _holes(x: torch.Tensor, ctx) -> torch.Tensor:
     """The fill mask as an (N, 1, H, W) bool tensor, from --mask or from the alpha channel."""
-    from_alpha = ctx.options.get("mask_from_alpha", False)
-    given = ctx.inputs.get("mask")
-    if from_alpha and given is not None:
-        raise UsageError("give either --mask or --mask-from-alpha, not both")
-    if from_alpha:
+    # The command's validate has made sure exactly one of the two is given.
+    if ctx.options.get("mask_from_alpha", False):
         if ctx.alpha is None:
             raise UsageError("--mask-from-alpha needs an image with an alpha channel", ctx.source)
         return ctx.alpha < 0.5
-    if given is None:
-        raise UsageError("inpaint needs --mask FILE|FOLDER or --mask-from-alpha")
-    return given > 0
+    return ctx.inputs["mask"] > 0
 
 
 def _grow(mask: torch.Tensor, radius: int) -> torch.Tensor:

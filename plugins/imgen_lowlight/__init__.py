@@ -50,7 +50,6 @@ def register_models(register):
             precisions=("fp32",),
             weights=str(WEIGHTS),
             description="Zero-reference curve estimation (Zero-DCE++ style), 70k parameters",
-            meta={"kind": "curves"},
         )
     )
 

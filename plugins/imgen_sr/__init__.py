@@ -65,7 +65,7 @@ def register_models(register):
             name=_model_name(kind, scale), command="sr", load=_loader(stem), scale=scale,
             default=(kind, scale) == (DEFAULT_KIND, DEFAULT_SCALE),
             description=DESCRIPTIONS[kind].format(s=scale), precisions=("fp32", "fp16", "bf16"),
-            weights=str(WEIGHTS / f"{stem}.safetensors"), channels_last=True, meta={"kind": kind, "scale": scale},
+            weights=str(WEIGHTS / f"{stem}.safetensors"), channels_last=True,
         ))
 
 

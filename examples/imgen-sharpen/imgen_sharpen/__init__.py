@@ -7,37 +7,11 @@ the functions the host calls while it processes an image.
 
 from __future__ import annotations
 
-import math
-
 import click
 
-from imgen_cli import Command, Tiling, hookimpl
+from imgen_cli import Command, Tiling, gaussian_blur, gaussian_radius, hookimpl
 
 __version__ = "0.1.0"
-
-
-def kernel_radius(sigma: float) -> int:
-    """Half-width of the Gaussian kernel: three standard deviations hold 99.7% of its weight."""
-    return max(1, math.ceil(3 * sigma))
-
-
-def gaussian_blur(x, sigma: float):
-    """Separable Gaussian blur of an (N, C, H, W) tensor, each channel on its own.
-
-    Borders are extended by replication, so the result has the input's size and a tile's
-    output depends only on pixels within `kernel_radius(sigma)` of it.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    radius = kernel_radius(sigma)
-    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def sharpen(x, ctx):
@@ -45,7 +19,8 @@ def sharpen(x, ctx):
     amount, sigma, threshold = ctx.options["amount"], ctx.options["radius"], ctx.options["threshold"]
     # The detail layer is a small difference of two close values; in fp16 it would band.
     x = x.float()
-    detail = x - gaussian_blur(x, sigma)
+    # Replicated borders: the detail at the image's edge is measured against the edge itself.
+    detail = x - gaussian_blur(x, sigma, padding="replicate")
     if threshold > 0:
         # Faint detail is mostly noise and film grain: leave it as it is, sharpen only edges.
         detail = detail * (detail.abs() >= threshold)
@@ -53,9 +28,9 @@ def sharpen(x, ctx):
 
 
 def _tiling(ctx) -> Tiling:
-    # The blur sees kernel_radius pixels around each output pixel and the rest is pointwise, so
+    # The blur sees gaussian_radius pixels around each output pixel and the rest is pointwise, so
     # that radius is the honest overlap: tiled output equals untiled output.
-    return Tiling(overlap=kernel_radius(ctx.options["radius"]), bytes_per_pixel=64)
+    return Tiling(overlap=gaussian_radius(ctx.options["radius"]), bytes_per_pixel=64)
 
 
 @hookimpl
