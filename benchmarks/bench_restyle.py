@@ -165,7 +165,7 @@ def main() -> None:
     styles = {p.stem: resize_long(load_rgb(p), 512) for p in style_files}
     options = ["--strength", str(args.strength)] + (["--detail", str(args.detail)] if args.detail is not None else [])
     restyle = Pipeline(["restyle", *options], device="cpu", threads=2)
-    net = restyle.engine.load(restyle.engine.model_name(restyle.steps[0][0]), torch.float32)
+    net = restyle.engine.loaded(restyle.steps[0].model, torch.float32).network
     if not args.speed_only:
         quality(args, photos, styles, restyle, net, options)
 
