@@ -31,7 +31,8 @@ def ray_address():
     saved = {name: os.environ.get(name) for name in ("IMGEN_PLUGINS", "PYTHONPATH")}
     os.environ.update({name: imgen_env()[name] for name in saved})
     try:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        # address="local": a new instance, never one a stale /tmp/ray/ray_current_cluster points to.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -116,7 +117,9 @@ def test_outputs_equal_local_imgen_mirror_the_tree_and_rerun_skips(tree, tmp_pat
     bad = rows[str(tree / "broken.png")]
     assert bad["status"] == "failed" and "PNG" in bad["error"]
     assert rows[str(tree / "sub/deep.png")]["output"] == str(out / "sub/deep.png")
-    assert all(float(row["seconds"]) > 0 for row in rows.values())
+    # A file that fails to decode can take under the table's millisecond resolution.
+    assert all(float(row["seconds"]) > 0 for row in rows.values() if row["status"] == "written")
+    assert all(float(row["seconds"]) >= 0 for row in rows.values())
 
     stamps = {name: (out / name).stat().st_mtime_ns for name in written}
     again = _ray([*CHAIN, tree, "-o", out], ray_address)

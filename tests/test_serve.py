@@ -234,7 +234,7 @@ def test_bad_images_are_415_and_422_with_the_cli_reason(server, tmp_path):
 
     status, _, answer = server.enhance("denoise", encode(Picture(np.zeros((2000, 2000, 1), np.uint8), "png"), "png")[0])
     assert status == 422 and json.loads(answer)["error"] == (
-        "image is 2000x2000 = 4 megapixels, above the limit of 1 (raise it with --max-pixels)")
+        "image is 2000x2000, 4 MP, above the 1 MP limit (raise it with --max-pixels)")
 
 
 def test_uploads_over_the_limit_are_413_counted_while_streaming(server):
