@@ -324,7 +324,7 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
     the exit status. A plugin or usage failure stops it (it would repeat for every input).
 
     `reporter` has say(message), info(message), error(exception), progress(total, desc, unit)
-    and a `debug` flag, as cli.Reporter.
+    and a `debug` flag, as report.Reporter.
     """
     summary = Summary()
     several = len(jobs) > 1

@@ -366,7 +366,7 @@ def ray_command(ctx, address, actors, cpus_per_actor, gpus_per_actor, batch_size
     commands and the shared ones (--format, --quality, --strip, --overwrite, --device, --precision,
     --tile, --threads, --max-pixels, -q, -v, --debug).
     """
-    from .cli import Reporter
+    from .report import Reporter
 
     root = ctx.find_root().params
     try:

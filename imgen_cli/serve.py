@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import click
 
 from .errors import FAILED, OK, PLUGIN, USAGE, DeviceError, ImgenError, PluginError, UsageError
+from .report import Reporter
 
 MB = 1 << 20
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "tiff": "image/tiff",
@@ -118,20 +119,14 @@ def serve(host, port, preload, workers, max_queue, max_upload, timeout, device, 
     sys.exit(run_server(service, host, port))
 
 
-class Log:
-    """The server's messages on stderr, one line each."""
+class Log(Reporter):
+    """The server's messages on stderr, one line each: the CLI's Reporter without progress bars,
+    its lines kept whole across worker threads."""
 
     def __init__(self, quiet=False, verbose=False, debug=False):
-        self.quiet, self.verbose, self.debug = quiet, verbose, debug
+        super().__init__(quiet, verbose, debug)
+        self.interactive = False
         self._lock = threading.Lock()
-
-    def say(self, message: str) -> None:
-        if not self.quiet:
-            self._write(f"imgen: {message}")
-
-    def info(self, message: str) -> None:
-        if self.verbose and not self.quiet:
-            self._write(f"imgen: {message}")
 
     def error(self, message: str, exc: BaseException | None = None) -> None:
         self._write(f"imgen: error: {message}")
