@@ -25,7 +25,6 @@ command without importing Starlette, uvicorn or torch.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import math
@@ -525,6 +524,9 @@ def _check_image(data: bytes, part: str) -> None:
 
 def build_app(service: Service):
     """The Starlette application (no CORS, no redirects, nothing fetched from URLs)."""
+    # Imported here, not at the top: cli.py imports this module on every imgen call.
+    import asyncio
+
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, PlainTextResponse, Response
     from starlette.routing import Route
