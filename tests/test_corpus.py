@@ -280,7 +280,11 @@ def _fifo_output(t):
 
     def drain():
         with open(fifo, "rb") as f:
-            received.write_bytes(f.read())
+            data = f.read()
+        # Whole or absent: the check polls for the file and must not read it half-written.
+        partial = t / "received.part"
+        partial.write_bytes(data)
+        os.replace(partial, received)
 
     threading.Thread(target=drain, daemon=True).start()
     return ["slow", image_file(t, "in.png"), "-o", fifo, "--overwrite"], None
