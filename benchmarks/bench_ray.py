@@ -130,7 +130,8 @@ def main() -> None:
         if args.address:
             ray.init(address=args.address, logging_level=logging.ERROR, log_to_driver=False)
         else:
-            ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.ERROR,
+                     log_to_driver=False)
         startup = time.perf_counter() - started
         address = ray.get_runtime_context().gcs_address
         try:

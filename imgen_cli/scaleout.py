@@ -464,7 +464,9 @@ def _connect(address: str | None, verbose: bool) -> bool:
         return False
     where = address or os.environ.get("RAY_ADDRESS")
     try:
-        ray.init(address=address, include_dashboard=None if where else False,
+        # "local" always starts a new instance: ray.init() without an address would follow the
+        # current-cluster file of /tmp/ray, which a killed instance leaves behind, and hang there.
+        ray.init(address=where or "local", include_dashboard=None if where else False,
                  logging_level=logging.INFO if verbose else logging.ERROR, log_to_driver=verbose)
     except Exception as exc:  # unreachable address, refused token, bad scheme, version mismatch
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -201,3 +201,28 @@ def test_without_ray_installed_says_how_to_get_it(tmp_path):
                             capture_output=True, env=env, timeout=60)
     assert result.returncode == errors.USAGE
     assert result.stderr.decode().strip() == "imgen: error: imgen ray needs Ray: pip install 'imgen[ray]'"
+
+
+def test_without_address_starts_its_own_instance_despite_a_stale_cluster_file(tmp_path):
+    """A killed Ray instance leaves ray_current_cluster behind; ray.init() without an address
+    follows it and waits for a cluster that is gone. `imgen ray` without --address must start a
+    new instance instead, as its help says."""
+    pytest.importorskip("ray")
+    import tempfile
+
+    # Ray puts sockets in its temp folder: keep the path short (AF_UNIX allows ~107 bytes).
+    ray_tmp = tempfile.mkdtemp(prefix="imgen-ray-", dir="/tmp")
+    try:
+        os.mkdir(os.path.join(ray_tmp, "ray"))
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as f:
+            f.write("127.0.0.1:1\n")  # nothing listens on port 1
+        src = tmp_path / "in"
+        src.mkdir()
+        imageio_.write_atomic(str(src / "a.png"), imageio_.encode(
+            imageio_.Picture(_image(np.random.default_rng(2), 24, 32, 3), "png"), "png")[0])
+        done = run_imgen(["ray", "denoise", src, "-o", tmp_path / "out", "--cpus-per-actor", "1"],
+                         extra_env={"RAY_TMPDIR": ray_tmp, "RAY_ADDRESS": ""})
+        assert done.returncode == 0, done.stderr.decode()
+        assert (tmp_path / "out" / "a.png").is_file()
+    finally:
+        subprocess.run(["rm", "-rf", ray_tmp])
