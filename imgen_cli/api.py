@@ -25,7 +25,8 @@ class Pipeline:
 
     Args:
         chain: command line of one command or a `+` chain, without `imgen` and without inputs or
-            outputs (`"sr --scale 4"`), or a list of its words.
+            outputs (`"sr --scale 4"`, `"denoise + sr --fit 1920x1080 --blend 0.8"`), or a list of
+            its words.
         device, precision, tile, threads: as the CLI's `--device`, `--precision`, `--tile`, `--threads`.
         max_pixels: refuse larger images read from paths (0 or None: no limit).
         registry: the plugin registry to parse against (default: the process-wide one).
@@ -57,17 +58,33 @@ class Pipeline:
         return pipeline
 
     def _build(self, specs, registry, device, precision, tile, threads, max_pixels, info, progress):
+        from .chain import output_size
         from .engine import Engine, Step
         from .models import resolve_model
 
         self.specs = list(specs)
+        self.target = output_size(self.specs)
         # Command, options and model of every step are settled here, once: user model files are
         # looked up now, never per image or tile.
-        self.steps = [Step(spec.command, spec.options, resolve_model(registry, spec.command, spec.options, spec.model))
+        self.steps = [Step(spec.command, spec.options, resolve_model(registry, spec.command, spec.options, spec.model),
+                           blend=spec.blend, choices=self._choices(registry, spec))
                       for spec in self.specs]
         self.max_pixels = max_pixels or None
         self.engine = Engine(registry, device=device, precision=precision, tile=tile, threads=threads,
                              info=info, progress=progress)
+
+    def _choices(self, registry, spec) -> dict:
+        """scale -> model for a step that picks its scale per image to reach the target size."""
+        from .errors import PluginError
+
+        if self.target is None or spec.model or spec.command.models_by_scale is None:
+            return {}
+        choices = {}
+        for scale, name in dict(spec.command.models_by_scale(dict(spec.options))).items():
+            if name not in registry.models:
+                raise PluginError(f"{spec.command.name}: models_by_scale named {name!r}, which is not registered")
+            choices[int(scale)] = registry.models[name]
+        return choices
 
     @property
     def input_names(self) -> list[str]:
@@ -96,7 +113,7 @@ class Pipeline:
                 else:
                     arrays[name] = _extra_from_object(value, image_input)
             extras.append(arrays)
-        return self.engine.run(array, self.steps, extras, source=source)
+        return self.engine.run(array, self.steps, extras, source=source, target=self.target)
 
     def __call__(self, image: Any, **inputs):
         """Process a numpy array, a PIL image or a path; returns the same kind (a path gives an array)."""

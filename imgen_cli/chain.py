@@ -11,7 +11,10 @@ nothing. `parse` raises `imgen_cli.UsageError` for anything wrong; the CLI calls
 instead, so click can print its usage hints.
 
 Shared options (inputs, -o, --device, ...) may be set in any step; `merge_shared` combines them and
-refuses values that disagree. Inputs may be given in one step only.
+refuses values that disagree. Inputs may be given in one step only. The step options of
+`options.step_params` are the host's but each step's own: `--blend` mixes that step's result with
+its input; the output size (`--width`, `--height`, `--fit`) applies to the chain's output wherever
+it is written (`output_size`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import click
 
 from .contract import Command, ImageInput
 from .errors import PluginError, UsageError
-from .options import finite_floats, shared_params, verbosity_options
+from .options import finite_floats, shared_params, step_params, verbosity_options
+from .sizing import Target, target
 
 CHAIN = "+"
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -38,12 +42,17 @@ class StepSpec:
         options: its own options by parameter name (shared options and image inputs left out).
         model: the `--model` value, or None.
         inputs: image input name -> (its ImageInput, the value given or None).
+        blend: `--blend`, mixing this step's result with its input (1: the result).
+        size: the output size written in this step (`--width`, `--height`, `--fit`), or None;
+            it applies to the chain's output (see `output_size`).
     """
 
     command: Command
     options: Mapping[str, Any]
     model: str | None
     inputs: Mapping[str, tuple[ImageInput, Any]]
+    blend: float = 1.0
+    size: Target | None = None
 
     def check_inputs(self, given: Mapping[str, bool]) -> None:
         """Usage errors for missing required image inputs and for what the command's `validate`
@@ -86,7 +95,7 @@ def parse_contexts(words: list[str], registry, parent: click.Context | None = No
 
 def specs(contexts: list[click.Context], registry) -> list[StepSpec]:
     """The StepSpec of every parsed step; a broken plugin's command raises its PluginError."""
-    shared = {p.name for p in shared_params()}
+    shared = {p.name for p in shared_params()} | {p.name for p in step_params()}
     steps = []
     for sub in contexts:
         broken = getattr(sub.command, "imgen_error", None)
@@ -96,8 +105,20 @@ def specs(contexts: list[click.Context], registry) -> list[StepSpec]:
         image_inputs = {spec.name for spec in command.inputs}
         options = {k: v for k, v in sub.params.items() if k not in shared and k not in image_inputs and k != "model"}
         steps.append(StepSpec(command, options, sub.params.get("model"),
-                              {spec.name: (spec, sub.params.get(spec.name)) for spec in command.inputs}))
+                              {spec.name: (spec, sub.params.get(spec.name)) for spec in command.inputs},
+                              blend=sub.params.get("blend", 1.0),
+                              size=target(sub.params.get("width"), sub.params.get("height"), sub.params.get("fit"))))
+    output_size(steps)
     return steps
+
+
+def output_size(steps: list[StepSpec]) -> Target | None:
+    """The size of the chain's output: given in any step (or several that agree), or None."""
+    sizes = {step.size for step in steps if step.size is not None}
+    if len(sizes) > 1:
+        raise UsageError("the output size is set to different values in the chain (" +
+                         ", ".join(sorted(str(size) for size in sizes)) + "): give it once")
+    return next(iter(sizes), None)
 
 
 def parse(words: list[str], registry, reserved: tuple[str, ...] = ()) -> list[StepSpec]:
@@ -173,6 +194,7 @@ def build_command(command: Command, registry) -> click.Command:
         params.append(click.Option([f"--{spec.name.replace('_', '-')}", spec.name], metavar="FILE|FOLDER",
                                    help=text.strip()))
     params.extend(finite_floats(command.params))
+    params.extend(step_params())
     params.extend(shared_params())
     return click.Command(
         command.name,

@@ -187,6 +187,12 @@ class Command:
             builds this command's own architecture from a user's weights file (a fine-tuned model).
         model_purposes: spandrel purposes ("SR", "Restoration", "Inpainting", ...) whose models this
             command can run through `--model FILE` when spandrel is installed.
+        models_by_scale: optional `models_by_scale(options) -> {scale: model name}` for a command
+            that can reach a target size (`--fit`, `--width`, `--height`) at several scales: the
+            registered models it may run for these options, by scale; empty when the options fix
+            the scale (`--scale`). The host then runs, per image, the smallest scale that
+            reaches the target (the largest when none does) and resizes to it. Not called when
+            `--model` is given.
     """
 
     name: str
@@ -203,6 +209,7 @@ class Command:
     finish: ProcessFn | None = None
     build_model: Callable[[dict], Any] | None = None
     model_purposes: tuple[str, ...] = ()
+    models_by_scale: Callable[[dict], Mapping[int, str]] | None = None
 
 
 class Context:

@@ -38,11 +38,15 @@ class Step:
         options: its own option values.
         model: the model it runs (a registered one, or one made from a user's weights file that is
             never registered), or None for a command without models.
+        blend: `--blend`: how much of the result to keep, mixed with the step's input (sizing.Mix).
+        choices: scale -> model, when the step picks its scale per image for a target size.
     """
 
     command: Command
     options: Mapping[str, Any]
     model: Model | None = None
+    blend: float = 1.0
+    choices: Mapping[int, Model] = dataclasses.field(default_factory=dict)
 
 
 class _ReducedPrecisionFailed(Exception):
@@ -166,13 +170,17 @@ class Engine:
 
     # -- images ----------------------------------------------------------------------------
 
-    def run(self, array, steps: list[Step], extras: list[dict] | None = None, source: str = "-"):
+    def run(self, array, steps: list[Step], extras: list[dict] | None = None, source: str = "-",
+            target=None):
         """Run a chain of steps on an (H, W, C) uint8/uint16 array; returns an array of the same dtype.
 
         `extras` holds, per step, its extra image inputs for this image: name -> (H, W, C) array.
+        `target` (a sizing.Target) is the size of the output, for which steps with `choices`
+        pick their scale and the output is resized.
         Between steps the image stays a float tensor (on the device when it fits). The last step
-        streams finished rows of tiles straight into the integer output array, so a large image
-        never holds a full-size float copy of its output.
+        streams finished rows of tiles straight into the integer output array (through the
+        banded resize to `target`), so a large image never holds a full-size float copy of its
+        output.
         """
         import numpy as np
 
@@ -186,13 +194,27 @@ class Engine:
             if x.shape[1] in (2, 4):
                 x, alpha = x[:, :-1], x[:, -1:]
                 x = bleed_colour(x, alpha)
+            goal = target.resolve(*array.shape[:2]) if target is not None else None
             for k, step in enumerate(steps):
                 last = k == len(steps) - 1
-                sink = ArraySink(array.dtype, alpha is not None) if last else TensorSink(home)
+                if goal is not None and step.choices:
+                    step = self._choose(step, tuple(x.shape[-2:]), goal)
+                sink = ArraySink(array.dtype, alpha is not None, goal) if last else TensorSink(home)
                 x, alpha = self._run_step(step, extras[k], x, alpha, source, sink)
             if alpha is not None:
+                if tuple(alpha.shape[-2:]) != x.shape[:2]:
+                    alpha = resize(alpha, x.shape[:2])
                 x[:, :, -1] = _quantize(alpha[0, 0], top, array.dtype)
             return x
+
+    def _choose(self, step: Step, size: tuple[int, int], goal: tuple[int, int]) -> Step:
+        """The step with the model of the smallest scale that reaches `goal` from `size`."""
+        from .sizing import choose_scale
+
+        scale = choose_scale(step.choices, size, goal)
+        self.info(f"{step.command.name}: {step.choices[scale].name} for {size[1]}x{size[0]} -> "
+                  f"{goal[1]}x{goal[0]}")
+        return dataclasses.replace(step, model=step.choices[scale])
 
     def _home_device(self, array):
         """Where whole images live between steps: the device if it has room, else the CPU."""
@@ -208,6 +230,10 @@ class Engine:
         command = step.command
         dtype = self.dtype(step)
         grey = x.shape[1] == 1
+        if step.blend != 1:
+            from .sizing import Mix
+
+            sink.mix = Mix(x, step.blend)
         try:
             try:
                 ctx = self._attempt(step, extras, x, alpha, dtype, source, sink.reset(grey))
@@ -401,9 +427,10 @@ class TensorSink:
         self.device = device
         self.grey = False
         self.crop = None  # (padded h, padded w, h, w) when the step ran on a padded image
+        self.mix = None  # sizing.Mix for --blend
 
     def reset(self, grey: bool):
-        self.grey, self.out, self.size = grey, None, None
+        self.grey, self.out, self.size, self.seen = grey, None, None, False
         return self
 
     def open(self, size):
@@ -413,12 +440,15 @@ class TensorSink:
         band = _finish_band(band, self.grey, self.size, row)
         if band is None:
             return
+        band = _mixed(self, row, band)
         if self.out is None:
             self.out = _torch().empty((band.shape[0], band.shape[1], *self.size), device=self.device)
         self.out[..., row:row + band.shape[-2], :] = band.to(self.device)
 
     def black(self, x) -> bool:
         """All zero for an input that is not (reduced precision can underflow to black)."""
+        if self.mix is not None:
+            return not self.seen and float(x.max()) > 0.0
         return float(self.out.abs().max()) == 0.0 and float(x.max()) > 0.0
 
     def result(self):
@@ -426,40 +456,73 @@ class TensorSink:
 
 
 class ArraySink:
-    """Quantizes a step's output rows straight into the final (H, W, C) integer array."""
+    """Quantizes a step's output rows straight into the final (H, W, C) integer array; with a
+    `final` size (h, w) other than the step's, through a banded resize (sizing.Resampler)."""
 
-    def __init__(self, dtype, alpha: bool):
+    def __init__(self, dtype, alpha: bool, final: tuple[int, int] | None = None):
         self.dtype, self.alpha = dtype, alpha
         self.top = 65535.0 if str(dtype) == "uint16" else 255.0
         self.grey = False
         self.crop = None
+        self.mix = None  # sizing.Mix for --blend
+        self.final = tuple(final) if final else None
 
     def reset(self, grey: bool):
-        self.grey, self.out, self.size = grey, None, None
+        self.grey, self.out, self.size, self.seen, self.resampler = grey, None, None, False, None
         return self
 
     def open(self, size):
         self.size = _cropped(size, self.crop)
+        self.resampler = None
+        if self.final is not None and self.final != self.size:
+            from .sizing import Resampler
+
+            self.resampler = Resampler(self.final)
+            self.resampler.open(self.size)
 
     def write(self, row: int, band) -> None:
-        import numpy as np
-
         band = _finish_band(band, self.grey, self.size, row, clamp=False)
         if band is None:
             return
+        band = _mixed(self, row, band)
         self.colours = band.shape[1]
+        if self.resampler is not None:
+            self.resampler.write(row, band)
+        else:
+            self._put(row, 0, band)
+
+    def _put(self, row: int, column: int, band) -> None:
+        import numpy as np
+
         if self.out is None:
             channels = band.shape[1] + (1 if self.alpha else 0)
-            self.out = np.empty((*self.size, channels), dtype=self.dtype)
-        rows = band.shape[-2]
-        self.out[row:row + rows, :, :band.shape[1]] = _quantize(band[0].permute(1, 2, 0), self.top, self.dtype)
+            self.out = np.empty((*(self.final or self.size), channels), dtype=self.dtype)
+        rows, columns = band.shape[-2:]
+        self.out[row:row + rows, column:column + columns, :band.shape[1]] = _quantize(
+            band[0].permute(1, 2, 0), self.top, self.dtype)
 
     def black(self, x) -> bool:
         """All zero for an input that is not (reduced precision can underflow to black)."""
+        if self.mix is not None:
+            return not self.seen and float(x.max()) > 0.0
+        if self.resampler is not None:
+            return float(self.resampler.mid.abs().max()) == 0.0 and float(x.max()) > 0.0
         return not self.out[:, :, :self.colours].any() and float(x.max()) > 0.0
 
     def result(self):
+        if self.resampler is not None and self.out is None:
+            for column, band in self.resampler.columns():
+                self._put(0, column, band)
         return self.out
+
+
+def _mixed(sink, row: int, band):
+    """`band` blended with the step's input (--blend), noting first whether the result had any
+    non-zero value (`black` must judge the network's output, not the blend)."""
+    if sink.mix is None:
+        return band
+    sink.seen = sink.seen or bool(band.any())
+    return sink.mix(row, band, sink.size)
 
 
 def pad_small(t):

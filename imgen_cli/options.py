@@ -50,6 +50,55 @@ def shared_params() -> list[click.Parameter]:
     return params
 
 
+def step_params() -> list[click.Parameter]:
+    """Fresh click parameters the host adds to every command, kept per step (not merged as the
+    shared ones are): strength and output size (see `sizing`)."""
+    from .sizing import MAX_SIDE
+
+    return finite_floats([
+        click.Option(["--blend"], type=click.FloatRange(0, 1), default=1.0, show_default=True, metavar="0..1",
+                     help="Mix this step's result with its input (resized to the result's size): "
+                          "1 the result, 0 the input."),
+        click.Option(["--width"], type=click.IntRange(1, MAX_SIDE), metavar="PIXELS",
+                     help="Output width; the height follows the aspect ratio unless --height is given "
+                          "too (then the size is exact). For the chain's output, wherever written."),
+        click.Option(["--height"], type=click.IntRange(1, MAX_SIDE), metavar="PIXELS",
+                     help="Output height; the width follows the aspect ratio unless --width is given too."),
+        click.Option(["--fit"], type=Box(), metavar="WxH",
+                     help="Output as large as fits in W x H, keeping the aspect ratio (sr picks the "
+                          "smallest scale that reaches it, then resizes)."),
+    ])
+
+
+class Box(click.ParamType):
+    """`WxH`, two whole numbers of pixels (1..MAX_SIDE): a (width, height) tuple."""
+
+    name = "WxH"
+
+    def convert(self, value, param, ctx):
+        from .sizing import MAX_SIDE
+
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).strip().lower().split("x")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            self.fail(f"{value!r} is not WIDTHxHEIGHT in pixels (e.g. 1920x1080)", param, ctx)
+        width, height = (int(p) for p in parts)
+        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+            self.fail(f"{value!r}: width and height must be 1 to {MAX_SIDE} pixels", param, ctx)
+        return BoxSize(width, height)
+
+
+class BoxSize(tuple):
+    """(width, height) that prints as it is written, `WxH` (imgen --server resends options as text)."""
+
+    def __new__(cls, width: int, height: int):
+        return super().__new__(cls, (width, height))
+
+    def __str__(self) -> str:
+        return f"{self[0]}x{self[1]}"
+
+
 def finite_floats(params) -> list[click.Parameter]:
     """`params` with NaN and infinity refused, as usage errors, by every float option.
 

@@ -218,8 +218,8 @@ def parse_request_chain(text: str, fmt: str | None = None, quality: str | None =
         if spec.model is not None and spec.model not in registry.models:
             raise RequestError(400, f"--model {spec.model}: no such model on this server (see GET /v1/models)",
                                "usage")
-    key = repr([(spec.command.name, spec.model, sorted(spec.options.items(), key=lambda kv: kv[0]))
-                for spec in specs])
+    key = repr([(spec.command.name, spec.model, sorted(spec.options.items(), key=lambda kv: kv[0]), spec.blend,
+                 spec.size) for spec in specs])
     names, given = {}, {}
     for spec in specs:
         for name, (image_input, value) in spec.inputs.items():

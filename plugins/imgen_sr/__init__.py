@@ -77,6 +77,14 @@ def _select(options: dict) -> str:
     return _model_name(kind, scale)
 
 
+def _by_scale(options: dict) -> dict[int, str]:
+    # --scale or --outscale fix the factor; otherwise a target size picks among the kind's models.
+    if options.get("scale") or options.get("outscale"):
+        return {}
+    kind = options.get("kind") or DEFAULT_KIND
+    return {scale: _model_name(k, scale) for k, scale in SHIPPED if k == kind}
+
+
 def _tiling(ctx) -> Tiling:
     # The loaded model decides the factor: a --model FILE may differ from --scale. (Its size
     # multiple, if any, the host applies itself.) CompactSR declares its own receptive field.
@@ -132,4 +140,5 @@ def register_commands(register):
         model_purposes=("SR",),
         finish=_finish,
         build_model=_build,
+        models_by_scale=_by_scale,
     ))
