@@ -192,6 +192,20 @@ def test_client_writes_the_file_the_local_cli_writes(server, test_plugins, local
     assert usage.returncode == 2 and b"--device is the server's setting" in usage.stderr
 
 
+def test_size_and_blend_in_a_request_chain_and_through_the_client(server, local, tmp_path):
+    source = png(tmp_path, height=30, width=40)
+    status, headers, body = server.enhance("denoise + sr --fit 160x160", source.read_bytes())
+    assert status == 200, body
+    assert headers["imgen-size"] == "40x30 -> 160x120"
+    assert body == local(["denoise", "+", "sr", "--fit", "160x160", source])
+    # imgen --server sends the step options as written: each step's --blend, the size.
+    remote = run_imgen(["--server", server.url, "denoise", "--blend", "0.5", "+", "sr", "--width", "100", source,
+                        "-o", tmp_path / "remote.png"], plugins=PLUGINS)
+    assert remote.returncode == 0, remote.stderr
+    expected = local(["denoise", "--blend", "0.5", "+", "sr", "--width", "100", source], name="blend.png")
+    assert (tmp_path / "remote.png").read_bytes() == expected
+
+
 def test_unreachable_server_is_a_one_line_error(tmp_path):
     import socket
 
