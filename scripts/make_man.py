@@ -67,7 +67,9 @@ CHAIN_RULES = [
     ".EX imgen denoise + sr --scale 2 photo.jpg -o photo-big.png",
     "Each step takes its own options. The shared options (inputs, -o, --device, --precision, "
     "--tile, ...) may be given in any step; a value given in two steps must agree, and inputs "
-    "may be given in one step only. imgen plugins and imgen models cannot be chained. The same "
+    "may be given in one step only. --blend is each step's own: it mixes that step's result with "
+    "its input. The output size (--width, --height, --fit) is the chain's, wherever it is written. "
+    "imgen plugins and imgen models cannot be chained. The same "
     "work can be done with a shell pipe, one process per step:",
     ".EX imgen denoise - < photo.jpg | imgen sr --scale 2 - > photo-big.png",
 ]
@@ -82,6 +84,10 @@ EXAMPLES = [
     ("The same in a shell pipe:", "imgen lowlight - < dark.jpg | imgen sr --scale 2 - > out.png"),
     ("Remove what a mask marks in white:", "imgen inpaint photo.jpg --mask mask.png -o clean.png"),
     ("Paint a photo in the look of another image:", "imgen restyle --style painting.jpg photo.jpg"),
+    ("Upscale to fit a 1920x1080 screen (the smallest model scale that reaches it, then a resize):",
+     "imgen sr --fit 1920x1080 photo.jpg -o wallpaper.png"),
+    ("Denoise only halfway, and make the result 800 pixels wide:",
+     "imgen denoise --blend 0.5 --width 800 noisy.jpg -o web.jpg"),
     ("Run a community model file:", "imgen sr --model RealESRGAN_x4plus.pth photo.jpg"),
     ("List plugins and models:", "imgen plugins; imgen models --json"),
     ("Keep the models loaded in a server, and send it a folder's images:",
