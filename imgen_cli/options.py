@@ -65,8 +65,8 @@ def step_params() -> list[click.Parameter]:
         click.Option(["--height"], type=click.IntRange(1, MAX_SIDE), metavar="PIXELS",
                      help="Output height; the width follows the aspect ratio unless --width is given too."),
         click.Option(["--fit"], type=Box(), metavar="WxH",
-                     help="Output as large as fits in W x H, keeping the aspect ratio (sr picks the "
-                          "smallest scale that reaches it, then resizes)."),
+                     help="Output as large as fits in W x H, keeping the aspect ratio. For the chain's "
+                          "output; sr runs the smallest scale that reaches it."),
     ])
 
 
