@@ -194,10 +194,10 @@ def test_client_writes_the_file_the_local_cli_writes(server, test_plugins, local
 
 def test_size_and_blend_in_a_request_chain_and_through_the_client(server, local, tmp_path):
     source = png(tmp_path, height=30, width=40)
-    status, headers, body = server.enhance("denoise + sr --fit 160x160", source.read_bytes())
+    status, headers, body = server.enhance("denoise + sr --fit 800x600", source.read_bytes())
     assert status == 200, body
-    assert headers["imgen-size"] == "40x30 -> 160x120"
-    assert body == local(["denoise", "+", "sr", "--fit", "160x160", source])
+    assert headers["imgen-size"] == "40x30 -> 800x600"
+    assert body == local(["denoise", "+", "sr", "--fit", "800x600", source])
     # imgen --server sends the step options as written: each step's --blend, the size.
     remote = run_imgen(["--server", server.url, "denoise", "--blend", "0.5", "+", "sr", "--width", "100", source,
                         "-o", tmp_path / "remote.png"], plugins=PLUGINS)
