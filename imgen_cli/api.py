@@ -113,6 +113,16 @@ class Pipeline:
                 else:
                     arrays[name] = _extra_from_object(value, image_input)
             extras.append(arrays)
+        if self.target is not None and self.max_pixels:
+            # A typed size is a typo away from an image no memory holds: the same limit as inputs.
+            from .errors import InputError
+            from .io import megapixels
+
+            height, width = self.target.resolve(*array.shape[:2])
+            if height * width > self.max_pixels:
+                raise InputError(f"{self.target} would make it {width}x{height}, {megapixels(height * width)}, "
+                                 f"above the {megapixels(self.max_pixels)} limit (raise it with --max-pixels)",
+                                 source)
         return self.engine.run(array, self.steps, extras, source=source, target=self.target)
 
     def __call__(self, image: Any, **inputs):

@@ -128,6 +128,15 @@ def test_bad_values_are_usage_errors(imgen, tmp_path, args, message):
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_target_over_max_pixels_is_refused_per_file(imgen, tmp_path):
+    source = crop(tmp_path, 20, 20)
+    result = imgen(["denoise", "--width", "20000", source, "-o", "out.png"])
+    assert result.exit_code == 1, result.stderr
+    assert "--width 20000 would make it 20000x20000, 400 MP, above the 200 MP limit" in result.stderr
+    result = imgen(["denoise", "--fit", "2000x1500", "--max-pixels", "1000000", source, "-o", "out.png"])
+    assert result.exit_code == 1 and "above the 1 MP limit" in result.stderr
+
+
 def test_python_api_takes_them_from_the_chain_string(tmp_path):
     from imgen_cli import UsageError
     from imgen_cli.api import Pipeline
