@@ -440,10 +440,10 @@ class TensorSink:
         band = _finish_band(band, self.grey, self.size, row)
         if band is None:
             return
-        band = _mixed(self, row, band)
         if self.out is None:
             self.out = _torch().empty((band.shape[0], band.shape[1], *self.size), device=self.device)
-        self.out[..., row:row + band.shape[-2], :] = band.to(self.device)
+        for row, piece in _mixed(self, row, band):
+            self.out[..., row:row + piece.shape[-2], :] = piece.to(self.device)
 
     def black(self, x) -> bool:
         """All zero for an input that is not (reduced precision can underflow to black)."""
@@ -484,12 +484,12 @@ class ArraySink:
         band = _finish_band(band, self.grey, self.size, row, clamp=False)
         if band is None:
             return
-        band = _mixed(self, row, band)
         self.colours = band.shape[1]
-        if self.resampler is not None:
-            self.resampler.write(row, band)
-        else:
-            self._put(row, 0, band)
+        for row, piece in _mixed(self, row, band):
+            if self.resampler is not None:
+                self.resampler.write(row, piece)
+            else:
+                self._put(row, 0, piece)
 
     def _put(self, row: int, column: int, band) -> None:
         import numpy as np
@@ -517,12 +517,16 @@ class ArraySink:
 
 
 def _mixed(sink, row: int, band):
-    """`band` blended with the step's input (--blend), noting first whether the result had any
-    non-zero value (`black` must judge the network's output, not the blend)."""
+    """(row, piece) of `band` blended with the step's input (--blend), in pieces of rows so the
+    blend's temporaries stay small however large the band; first noting whether the result had
+    any non-zero value (`black` must judge the network's output, not the blend)."""
     if sink.mix is None:
-        return band
+        yield row, band
+        return
     sink.seen = sink.seen or bool(band.any())
-    return sink.mix(row, band, sink.size)
+    rows = max(1, (1 << 22) // max(1, band[0, 0].numel() // band.shape[-2]))
+    for start in range(0, band.shape[-2], rows):
+        yield row + start, sink.mix(row + start, band[..., start:start + rows, :], sink.size)
 
 
 def pad_small(t):
