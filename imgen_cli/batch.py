@@ -106,10 +106,7 @@ def choose_output(source: str, head: bytes | None, settings: Settings, suffix: s
     if folder is None and (output == STDIO or (output is None and source == STDIO)):
         return STDIO, forced or "png"
     if folder is None and output:
-        fmt = forced or imageio_.format_for_path(output)
-        if fmt is None:
-            raise UsageError(f"-o {output}: unknown image extension (use --format)")
-        return output, fmt
+        return output, forced or imageio_.output_format(output)
     if folder is not None:
         name = str(Path(folder) / (Path(source).name if source != STDIO else "stdin.png"))
     else:

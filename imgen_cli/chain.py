@@ -19,6 +19,7 @@ it is written (`output_size`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -26,7 +27,8 @@ import click
 
 from .contract import Command, ImageInput
 from .errors import PluginError, UsageError
-from .options import finite_floats, shared_params, step_params, verbosity_options
+from .options import (ExampleCommand, finite_floats, generic_examples, shared_defaults, shared_params, step_params,
+                      verbosity_options, withheld)
 from .sizing import Target, target
 
 CHAIN = "+"
@@ -80,7 +82,7 @@ def parse_contexts(words: list[str], registry, parent: click.Context | None = No
     """One click context per step (click's own exceptions on bad words); `reserved` names host
     commands that cannot be chained."""
     contexts = []
-    for segment in split(list(words)):
+    for index, segment in enumerate(split(list(words))):
         if not segment:
             raise click.UsageError(f"empty step in chain (a '{CHAIN}' with no command after it)", parent)
         name, rest = segment[0], segment[1:]
@@ -88,9 +90,26 @@ def parse_contexts(words: list[str], registry, parent: click.Context | None = No
             raise click.UsageError(f"{name!r} cannot be chained", parent)
         command = click_command(registry, name)
         if command is None:
-            raise click.UsageError(f"no such command {name!r} (see imgen --help)", parent)
+                        # A host command is a suggestion only where it could stand: first, not after a `+`.
+            names = commands(registry) + (list(reserved) if index == 0 else [])
+            raise click.UsageError(f"no such command {name!r}{did_you_mean(name, names)}", parent)
         contexts.append(command.make_context(name, rest, parent=parent))
     return contexts
+
+
+def commands(registry) -> list[str]:
+    """The names of the commands that can be steps of a chain (plugin commands, broken ones too)."""
+    return sorted(set(registry.commands) | set(registry.broken_commands))
+
+
+def did_you_mean(word: str, names) -> str:
+    """` (did you mean 'x' or 'y'?)` for the names close to a mistyped `word`, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(word, list(names), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " (did you mean " + " or ".join(repr(name) for name in close) + "?)"
 
 
 def specs(contexts: list[click.Context], registry) -> list[StepSpec]:
@@ -104,6 +123,8 @@ def specs(contexts: list[click.Context], registry) -> list[StepSpec]:
         command = registry.commands[sub.info_name]
         image_inputs = {spec.name for spec in command.inputs}
         options = {k: v for k, v in sub.params.items() if k not in shared and k not in image_inputs and k != "model"}
+        for spec in command.inputs:
+            check_name(spec, sub.params.get(spec.name))
         steps.append(StepSpec(command, options, sub.params.get("model"),
                               {spec.name: (spec, sub.params.get(spec.name)) for spec in command.inputs},
                               blend=sub.params.get("blend", 1.0),
@@ -121,6 +142,18 @@ def output_size(steps: list[StepSpec]) -> Target | None:
     return next(iter(sizes), None)
 
 
+def check_name(spec: ImageInput, value: str | None) -> None:
+    """A usage error for an image input with built-in names whose value is neither an existing
+    file or folder nor one of those names."""
+    if value is None or spec.names is None or os.path.exists(value):
+        return
+    if spec.resolve is not None and spec.resolve(value):
+        return
+    names = list(spec.names())
+    raise UsageError(f"--{spec.name.replace('_', '-')} {value}: neither a file nor a built-in {spec.name}"
+                     f"{did_you_mean(value.lower(), names)}; built-in: {', '.join(names)}")
+
+
 def parse(words: list[str], registry, reserved: tuple[str, ...] = ()) -> list[StepSpec]:
     """Parse a chain into steps, raising imgen's UsageError (or PluginError) and never click's."""
     try:
@@ -136,12 +169,14 @@ _root = click.Group("imgen")
 
 def merge_shared(contexts: list[click.Context]) -> dict:
     """Shared options over all steps; values set explicitly in two steps must agree."""
-    names = [p.name for p in shared_params()]
+    defaults = shared_defaults()
     merged: dict = {}
     explicit: dict = {}
     for sub in contexts:
-        for name in names:
-            value = sub.params.get(name)
+        for name in defaults:
+            if name not in sub.params:  # an option this step does not offer (see options.withheld)
+                continue
+            value = sub.params[name]
             source = sub.get_parameter_source(name)
             is_explicit = source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
             if name not in merged:
@@ -157,7 +192,7 @@ def merge_shared(contexts: list[click.Context]) -> dict:
                 raise UsageError(f"--{name.replace('_', '-')} is set to different values in the chain")
             explicit[name] = value
             merged[name] = value
-    return merged
+    return {**defaults, **merged}
 
 
 # -- click commands built from registrations ---------------------------------------------------
@@ -195,15 +230,19 @@ def build_command(command: Command, registry) -> click.Command:
                                    help=text.strip()))
     params.extend(finite_floats(command.params))
     params.extend(step_params())
-    params.extend(shared_params())
-    return click.Command(
+    params.extend(shared_params(command))
+    built = ExampleCommand(
         command.name,
         params=params,
         help=command.help,
         short_help=command.help.strip().splitlines()[0] if command.help else None,
         callback=lambda **kwargs: None,
         context_settings=CONTEXT_SETTINGS,
+        examples=list(command.examples) or generic_examples(command),
     )
+    # Options every other command has, left out here: giving one says why (see cli.ImgenUsage).
+    built.imgen_withheld = {f"--{name}": reason for name, reason in withheld(command).items()}
+    return built
 
 
 def broken_command(name: str, info) -> click.Command:

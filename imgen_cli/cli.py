@@ -9,6 +9,7 @@ between them and runs in one process, tensors staying on the device between step
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from . import chain
 from .batch import silence_stdout
 from .errors import BROKEN_PIPE, INTERRUPTED, USAGE, ImgenError, Interrupted, UsageError
 from .metrics_cli import metrics
-from .options import verbosity_options
+from .options import ExampleCommand, WithExamples, verbosity_options
 from .plugins import Registry, get_registry
 from .report import Reporter
 from .scaleout import ray_command
@@ -28,9 +29,64 @@ from .serve import serve
 
 HOST_COMMANDS = ("plugins", "models", "metrics", "serve", "ray", "install", "uninstall")
 
+# `imgen --help` and imgen(1): (command line, what it does).
+EXAMPLES = [
+    ("imgen sr photo.jpg", "Upscale a photo 4x with the default model (writes photo-sr.jpg)"),
+    ("imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png",
+     "Upscale 2x with the model for clean images, into a chosen file"),
+    ("imgen denoise holiday/ -o clean/ --device cuda:0", "Denoise every image of a folder into another folder, on the first GPU"),
+    ("imgen lowlight + sr --scale 2 dark.jpg -o out.png", "Brighten, then upscale, in one process"),
+    ("imgen lowlight - < dark.jpg | imgen sr --scale 2 - > out.png", "The same in a shell pipe"),
+    ("imgen inpaint photo.jpg --mask mask.png -o clean.png", "Remove what a mask marks in white"),
+    ("imgen restyle --style painting.jpg photo.jpg", "Paint a photo in the look of another image"),
+    ("imgen sr --fit 1920x1080 photo.jpg -o wallpaper.png",
+     "Upscale to fit a 1920x1080 screen (the smallest model scale that reaches it, then a resize)"),
+    ("imgen denoise --blend 0.5 --width 800 noisy.jpg -o web.jpg",
+     "Denoise only halfway, and make the result 800 pixels wide"),
+    ("imgen sr --model RealESRGAN_x4plus.pth photo.jpg", "Run a community model file"),
+    ("imgen plugins; imgen models --json", "List plugins and models"),
+    ("imgen serve --preload denoise & imgen --server http://127.0.0.1:8800 denoise scans/ -o clean/",
+     "Keep the models loaded in a server, and send it a folder's images"),
+]
 
-class ImgenGroup(click.Group):
+
+class ImgenUsage(click.UsageError):
+    """A click usage error shown as imgen shows its own: `imgen: error: ...` and a hint line."""
+
+    def show(self, file=None) -> None:
+        message = self.format_message().strip()
+        # click's sentences ("No such option '--x'.") read as imgen's lower-case clauses.
+        if message[:2].istitle():
+            message = message[0].lower() + message[1:]
+        click.echo(f"imgen: error: {message}", file=file, err=True)
+        if self.ctx is not None and self.ctx.command.get_help_option(self.ctx) is not None:
+            click.echo(f"Try '{self.ctx.command_path} --help' for help.", file=file, err=True)
+
+
+@contextlib.contextmanager
+def _imgen_usage():
+    """click's usage errors (bad options, values, commands) re-raised to show as imgen's."""
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise
+    except click.UsageError as exc:
+        if isinstance(exc, ImgenUsage):
+            raise
+        message = exc.format_message()
+        if isinstance(exc, click.NoSuchOption):
+            reason = getattr(exc.ctx and exc.ctx.command, "imgen_withheld", {}).get(exc.option_name)
+            message = (f"{exc.option_name}: not an option of {exc.ctx.info_name} ({reason})" if reason else
+                       f"no such option {exc.option_name!r}{chain.did_you_mean(exc.option_name, exc.possibilities or ())}")
+        raise ImgenUsage(message, exc.ctx) from None
+
+
+class ImgenGroup(WithExamples, click.Group):
     """Commands come from the plugin registry; `+` chains them (see `chain`)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _imgen_usage():
+            return super().make_context(info_name, args, parent, **extra)
 
     @property
     def registry(self) -> Registry:
@@ -62,6 +118,10 @@ class ImgenGroup(click.Group):
         return click.Command.parse_args(self, ctx, args)
 
     def invoke(self, ctx):
+        with _imgen_usage():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx):
         words, ctx.args = list(ctx.args), []
         if not words:
             ctx.fail("Missing command.")
@@ -144,7 +204,7 @@ def _isatty(stream) -> bool:
 
 
 @click.group(cls=ImgenGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             invoke_without_command=False, no_args_is_help=True)
+             invoke_without_command=False, no_args_is_help=True, examples=EXAMPLES)
 @click.version_option(__version__, "-V", "--version", prog_name="imgen")
 @verbosity_options
 @click.option("--server", metavar="URL", envvar="IMGEN_SERVER",
@@ -161,7 +221,11 @@ def cli(quiet, verbose, debug, server):
     """
 
 
-@cli.command()
+@cli.command(cls=ExampleCommand, examples=[
+    ("imgen plugins", "A table of the installed plugins and their state"),
+    ("imgen plugins --json", "The same as JSON, for scripts"),
+    ("imgen --debug plugins", "With the traceback of a plugin that failed to load"),
+])
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def plugins(ctx, as_json):
@@ -201,7 +265,11 @@ def _status(row: dict) -> str:
     return "ok"
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=ExampleCommand, context_settings={"ignore_unknown_options": True}, examples=[
+    ("imgen install imgen-sharpen", "A plugin from PyPI"),
+    ("imgen install --upgrade imgen-sharpen", "Upgrade it (pip's options are passed on)"),
+    ("imgen install -e ./my-plugin", "A plugin being developed, editable"),
+])
 @click.argument("packages", nargs=-1, required=True, type=click.UNPROCESSED, metavar="PACKAGE...")
 @click.pass_context
 def install(ctx, packages):
@@ -215,7 +283,9 @@ def install(ctx, packages):
     ctx.exit(_pip("install", list(packages)))
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=ExampleCommand, context_settings={"ignore_unknown_options": True}, examples=[
+    ("imgen uninstall imgen-sharpen", "Remove a plugin"),
+])
 @click.argument("packages", nargs=-1, required=True, type=click.UNPROCESSED, metavar="PACKAGE...")
 @click.pass_context
 def uninstall(ctx, packages):
@@ -251,7 +321,11 @@ def installer(action: str) -> list[str]:
     raise UsageError(f"imgen's environment ({sys.prefix}) has neither pip nor uv on PATH to {action} with")
 
 
-@cli.command()
+@cli.command(cls=ExampleCommand, examples=[
+    ("imgen models", "Every registered model and the user model folder's files"),
+    ("imgen models --json", "The same as JSON, for scripts"),
+    ("imgen sr --model sr-fidelity-x2 scan.png", "Run one of them"),
+])
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json):
     """List the models each command can run (--model NAME)."""

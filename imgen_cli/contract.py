@@ -63,6 +63,9 @@ class ImageInput:
         resolve: maps a value that is not an existing file to one (a built-in style name to its
             file), or returns None to let the host report a missing file.
         choices_help: extra words for the help text, e.g. the list of built-in names.
+        names: `names() -> list of str`, the built-in names `resolve` accepts. The shell completes
+            them, and a value that is neither a file nor resolved is a usage error listing them,
+            before any image is read. Must be cheap (no torch).
     """
 
     name: str
@@ -72,6 +75,7 @@ class ImageInput:
     spatial: bool = True
     resolve: Callable[[str], str | None] | None = None
     choices_help: str = ""
+    names: Callable[[], Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,11 @@ class Command:
             the scale (`--scale`). The host then runs, per image, the smallest scale that
             reaches the target (the largest when none does) and resizes to it. Not called when
             `--model` is given.
+        scale_option: the name of the command's option that asks for a scale factor (sr's
+            `scale`). When it is given, a `--model` of another scale is a usage error: a
+            registered model's before any image is read, a model file's once it is loaded.
+        examples: (command line, what it does) pairs shown under "Examples" in `--help` and in
+            the man page; a command without any gets generic ones.
     """
 
     name: str
@@ -210,6 +219,8 @@ class Command:
     build_model: Callable[[dict], Any] | None = None
     model_purposes: tuple[str, ...] = ()
     models_by_scale: Callable[[dict], Mapping[int, str]] | None = None
+    scale_option: str | None = None
+    examples: Sequence[tuple[str, str]] = ()
 
 
 class Context:

@@ -85,6 +85,22 @@ def format_for_path(path: str | os.PathLike) -> str | None:
     return EXTENSIONS.get(Path(path).suffix.lower())
 
 
+WRITABLE = "PNG, JPEG, WebP, TIFF or BMP"
+
+
+def output_format(path: str) -> str:
+    """The format an output named `path` is written in, or a usage error saying why it cannot be."""
+    fmt = format_for_path(path)
+    if fmt is not None:
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix.lstrip(".") in READ_ONLY:
+        raise UsageError(f"-o {path}: imgen reads {suffix.lstrip('.').upper()} but cannot write it "
+                         f"(it writes {WRITABLE})")
+    raise UsageError(f"-o {path}: unknown image extension (use --format, or a name ending in "
+                     ".png, .jpg, .webp, .tif or .bmp)")
+
+
 NOT_AN_IMAGE = "not a supported image (PNG, JPEG, WebP, TIFF, BMP or GIF)"
 
 

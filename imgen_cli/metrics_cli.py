@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 
 from .errors import FAILED, OK, ImgenError, InputError, OutputError, UsageError
+from .options import ExampleCommand, WithExamples
 
 # --align scale crops what a modcrop to the SR scale can leave: under 8 pixels (x8 is the
 # largest common scale).
@@ -29,7 +30,7 @@ ALIGN_LIMIT = 8
 SUBCOMMAND = "fit-niqe"
 
 
-class MetricsGroup(click.Group):
+class MetricsGroup(WithExamples, click.Group):
     """Scores images unless the first argument names a subcommand (`fit-niqe`)."""
 
     # `imgen metrics a.png b.png --json`: options may follow the images.
@@ -55,7 +56,12 @@ class ScoredPaths(click.Argument):
         return super().get_usage_pieces(ctx) if isinstance(ctx.command, MetricsGroup) else []
 
 
-@click.group(cls=MetricsGroup, invoke_without_command=True, no_args_is_help=True,
+@click.group(cls=MetricsGroup, invoke_without_command=True, no_args_is_help=True, examples=[
+    ("imgen metrics ref.png out.png", "PSNR, SSIM and MS-SSIM of out.png against ref.png"),
+    ("imgen metrics --channel y --crop-border 4 hr/ sr-x4/", "Two folders, as super-resolution papers measure"),
+    ("imgen metrics --no-ref --json photo-denoise.png photo.png", "NIQE of each image, as JSON"),
+    ("imgen metrics fit-niqe pristine/ -o niqe.npz", "Fit NIQE's model on a folder of sharp photos"),
+],
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.argument("paths", cls=ScoredPaths, nargs=-1, type=click.Path(), metavar="REF OUT | IMAGE...")
 @click.option("--no-ref", is_flag=True, help="Score each IMAGE (files or folders) without a reference: NIQE.")
@@ -89,11 +95,7 @@ def metrics(ctx, paths, no_ref, channel, crop_border, align, niqe_params, as_jso
         imgen metrics fit-niqe DIR -o FILE [--exclude STEM,...] [--overwrite]
 
     The table goes to stdout; --json and --csv are for scripts. Each pair or image that fails
-    gets a one-line error on stderr, and the exit status is then 1. Examples:
-
-    \b
-        imgen metrics --channel y --crop-border 4 hr/ sr-x4/
-        imgen metrics --no-ref --json photo-denoise.png photo.png
+    gets a one-line error on stderr, and the exit status is then 1.
     """
     if ctx.invoked_subcommand:
         return
@@ -121,7 +123,10 @@ def _score(ctx, paths, no_ref, channel, crop_border, align, niqe_params, as_json
     return _full_reference(paths[0], paths[1], channel, crop_border, align, as_json, as_csv)
 
 
-@metrics.command(SUBCOMMAND, context_settings={"help_option_names": ["-h", "--help"]})
+@metrics.command(SUBCOMMAND, cls=ExampleCommand, context_settings={"help_option_names": ["-h", "--help"]}, examples=[
+    ("imgen metrics fit-niqe pristine/ -o niqe.npz", "Fit on every image of a folder"),
+    ("imgen metrics --no-ref --niqe-params niqe.npz photo.png", "Score with the model just fitted"),
+])
 @click.argument("folder", type=click.Path(), metavar="DIR")
 @click.option("-o", "--output", required=True, metavar="FILE", help="The .npz file to write.")
 @click.option("--exclude", multiple=True, metavar="STEM[,STEM...]",

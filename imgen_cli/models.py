@@ -15,6 +15,7 @@ and what loading it learns comes back as a `Loaded` descriptor.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -181,21 +182,44 @@ def _spandrel(state: dict, path: Path, errors: list[str]):
         return None
 
 
+def _asked_scale(command: Command, options) -> int | None:
+    value = options.get(command.scale_option) if command.scale_option else None
+    return None if value in (None, "") else int(float(value))
+
+
+def _scale_conflict(command: Command, model: str, scale: int, wanted: int) -> str:
+    return (f"model {model!r} scales x{scale} but --{command.scale_option.replace('_', '-')} is {wanted}: "
+            "give one of them (see `imgen models`)")
+
+
 def resolve_model(registry, command: Command, options, value: str | None) -> Model | None:
     """The model a step runs, decided once when the pipeline is built: `--model` (a registered
     name, a weights file or a name in the user model folder), else the command's `select_model`,
     else its default; None for a command without models."""
     if value:
         model = registry.models.get(value)
+        wanted = _asked_scale(command, options)
         if model is not None:
             if model.command != command.name:
                 raise UsageError(f"model {value!r} is for `imgen {model.command}`, not `imgen {command.name}`")
+            if wanted is not None and model.scale != wanted:
+                raise UsageError(_scale_conflict(command, value, model.scale, wanted))
             return model
         path = find_model_file(value)
         if path is None:
             raise UsageError(f"unknown model {value!r}: not a registered model (see `imgen models`) "
                              "nor a .safetensors/.pth file")
-        return user_model(command, path)
+        model = user_model(command, path)
+        if wanted is None:
+            return model
+        # A file's scale is known once it is loaded: checked then, before its first image runs.
+        def load(inner=model.load):
+            loaded = inner()
+            if loaded.scale != wanted:
+                raise UsageError(_scale_conflict(command, value, loaded.scale, wanted))
+            return loaded
+
+        return dataclasses.replace(model, load=load)
     if command.select_model is not None:
         chosen = command.select_model(dict(options))
         if chosen:

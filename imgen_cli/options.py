@@ -22,8 +22,18 @@ def verbosity_options(f):
     return f
 
 
-def shared_params() -> list[click.Parameter]:
-    """Fresh click parameters for one command (click parameters must not be shared between commands)."""
+def withheld(command=None) -> dict[str, str]:
+    """Shared options that `command` (a contract Command) would ignore, with the reason: they are
+    not offered, and giving one says why. None: withhold nothing."""
+    tiling = getattr(command, "tiling", None)
+    if tiling is not None and not callable(tiling) and not tiling.tileable:
+        return {"tile": f"{command.name} processes each image whole, never in tiles"}
+    return {}
+
+
+def shared_params(command=None) -> list[click.Parameter]:
+    """Fresh click parameters for one command (click parameters must not be shared between
+    commands); for a contract `command`, without the options it would ignore (see `withheld`)."""
     params = [
         click.Argument(["inputs"], nargs=-1, type=click.Path(), metavar="[INPUT]..."),
         click.Option(["-o", "--output"], metavar="PATH",
@@ -47,7 +57,53 @@ def shared_params() -> list[click.Parameter]:
     ]
     for option in reversed(verbosity_options(lambda: None).__click_params__):
         params.append(option)
-    return params
+    left_out = withheld(command)
+    return [param for param in params if param.name not in left_out]
+
+
+def shared_defaults() -> dict:
+    """The default of every shared option, for a step that does not offer it."""
+    # What click makes of no words at all (its sentinels resolved: flags False, inputs ()).
+    return click.Command("defaults", params=shared_params()).make_context("defaults", []).params
+
+
+class WithExamples:
+    """A click command or group with an "Examples" section after its options (and a man page
+    section, see scripts/make_man.py): `examples` is a list of (command line, what it does)."""
+
+    def __init__(self, *args, examples=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.examples = list(examples)
+
+    def format_epilog(self, ctx, formatter):
+        if self.examples:
+            with formatter.section("Examples"):
+                for i, (line, caption) in enumerate(self.examples):
+                    if i:
+                        formatter.write_paragraph()
+                    formatter.write_text(caption.rstrip(".:") + ":")
+                    formatter.write(" " * (formatter.current_indent + 4) + line + "\n")
+        super().format_epilog(ctx, formatter)
+
+
+class ExampleCommand(WithExamples, click.Command):
+    pass
+
+
+def generic_examples(command) -> list[tuple[str, str]]:
+    """Examples for a plugin command that gives none: the ways every command is run."""
+    name = command.name
+    required = [spec.name for spec in command.inputs if spec.required]
+
+    def needs(folder: bool) -> str:
+        return "".join(f" --{n.replace('_', '-')} {n}s/" if folder else f" --{n.replace('_', '-')} {n}.png"
+                       for n in required)
+
+    return [
+        (f"imgen {name}{needs(False)} photo.jpg", f"One image; writes photo-{name}.jpg beside it"),
+        (f"imgen {name}{needs(True)} photos/ -o out/", "Every image of a folder, into another folder"),
+        (f"imgen {name}{needs(False)} - < in.png > out.png", "Standard input to standard output (PNG)"),
+    ]
 
 
 def step_params() -> list[click.Parameter]:

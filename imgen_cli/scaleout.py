@@ -32,6 +32,7 @@ import click
 from . import batch
 from . import io as imageio_
 from .errors import FAILED, OK, PLUGIN, USAGE, ImgenError, PluginError, UsageError
+from .options import ExampleCommand
 
 WRITTEN, SKIPPED, FAILED_STATUS = "written", "skipped", "failed"
 COLUMNS = ("input", "output", "status", "error", "seconds")
@@ -332,7 +333,12 @@ def write_table(results: list[Result], path: str) -> None:
 RAY_OPTIONS = ("address", "actors", "cpus_per_actor", "gpus_per_actor", "batch_size", "results")
 
 
-@click.command("ray", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+@click.command("ray", cls=ExampleCommand, examples=[
+    ("imgen ray denoise + sr --scale 2 photos/ -o big/ --actors 4", "A chain over a folder, four actors on this machine"),
+    ("imgen ray sr --scale 4 /nfs/in/ -o /nfs/out/ --address auto --gpus-per-actor 0.5 --actors 8",
+     "On the cluster `ray start` made, two actors per GPU"),
+    ("imgen ray sr photos/ -o big/ --results results.csv", "Run again to resume; a CSV of every file's result"),
+], context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                                         "help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--address", metavar="auto|HOST:PORT|ray://HOST:PORT",
               help="Ray cluster to run on: auto finds the one `ray start` made on this machine. "
@@ -357,10 +363,6 @@ def ray_command(ctx, address, actors, cpus_per_actor, gpus_per_actor, batch_size
     the same relative path. Outputs that exist are skipped, so running the same command again
     resumes a job that was stopped (--overwrite redoes them). Errors are reported per file; the
     exit status is 1 when any file failed.
-
-    \b
-        imgen ray denoise + sr --scale 2 photos/ -o big/ --actors 4
-        imgen ray sr --scale 4 /nfs/in/ -o /nfs/out/ --address auto --gpus-per-actor 0.5 --actors 8
 
     The options below may stand anywhere on the line; the chain takes the options of its
     commands and the shared ones (--format, --quality, --strip, --overwrite, --device, --precision,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import click
 
 from .errors import FAILED, OK, PLUGIN, USAGE, DeviceError, ImgenError, PluginError, UsageError
+from .options import ExampleCommand
 from .report import Reporter
 
 MB = 1 << 20
@@ -55,7 +56,13 @@ FILE_OPTIONS = ("inputs", "output", "overwrite", "skip_existing")
 # -- the command ---------------------------------------------------------------------------------
 
 
-@click.command("serve", context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.command("serve", cls=ExampleCommand, examples=[
+    ("imgen serve --preload denoise", "Serve on 127.0.0.1:8800 with the denoise model loaded at start"),
+    ("curl --data-binary @in.png 'http://127.0.0.1:8800/v1/enhance?chain=denoise' -o out.png",
+     "Send it an image"),
+    ("imgen --server http://127.0.0.1:8800 denoise *.png", "The command line, with the pixels made by the server"),
+    ("imgen serve --host 0.0.0.0 --port 9000 --workers 2 --device cuda", "On the network, two images at a time on the GPU"),
+], context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. The default answers this machine only; 0.0.0.0 opens it to the "
                    "network (there is no authentication: put a proxy in front).")
@@ -90,11 +97,6 @@ def serve(host, port, preload, workers, max_queue, max_upload, timeout, device, 
     POST an image to /v1/enhance?chain=CHAIN and get the enhanced image back, made by the same
     parser, engine and image I/O as the command line. Extra inputs (--mask, --style) are
     multipart parts named like the options, the main image the part named image.
-
-    \b
-      imgen serve --preload denoise
-      curl --data-binary @in.png 'http://127.0.0.1:8800/v1/enhance?chain=denoise' -o out.png
-      imgen --server http://127.0.0.1:8800 denoise *.png
 
     Also: GET /healthz, /readyz, /v1/commands, /v1/models. Details: docs/serve.md.
     """

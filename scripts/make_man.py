@@ -74,26 +74,6 @@ CHAIN_RULES = [
     ".EX imgen denoise - < photo.jpg | imgen sr --scale 2 - > photo-big.png",
 ]
 
-EXAMPLES = [
-    ("Upscale a photo 4x with the default model:", "imgen sr photo.jpg"),
-    ("Upscale 2x with the model for clean images, into a chosen file:",
-     "imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png"),
-    ("Denoise every image of a folder into another folder, on the first GPU:",
-     "imgen denoise holiday/ -o clean/ --device cuda:0"),
-    ("Brighten, then upscale, in one process:", "imgen lowlight + sr --scale 2 dark.jpg -o out.png"),
-    ("The same in a shell pipe:", "imgen lowlight - < dark.jpg | imgen sr --scale 2 - > out.png"),
-    ("Remove what a mask marks in white:", "imgen inpaint photo.jpg --mask mask.png -o clean.png"),
-    ("Paint a photo in the look of another image:", "imgen restyle --style painting.jpg photo.jpg"),
-    ("Upscale to fit a 1920x1080 screen (the smallest model scale that reaches it, then a resize):",
-     "imgen sr --fit 1920x1080 photo.jpg -o wallpaper.png"),
-    ("Denoise only halfway, and make the result 800 pixels wide:",
-     "imgen denoise --blend 0.5 --width 800 noisy.jpg -o web.jpg"),
-    ("Run a community model file:", "imgen sr --model RealESRGAN_x4plus.pth photo.jpg"),
-    ("List plugins and models:", "imgen plugins; imgen models --json"),
-    ("Keep the models loaded in a server, and send it a folder's images:",
-     "imgen serve --preload denoise & imgen --server http://127.0.0.1:8800 denoise scans/ -o clean/"),
-]
-
 ARGUMENT_HELP = ("Image files, folders of images, or - for standard input (the default when it is "
                  "not a terminal). See INPUT AND OUTPUT in imgen(1).")
 
@@ -274,8 +254,17 @@ def command_page(name: str, command: click.Command, root_ctx: click.Context, ver
     lines += [".SH OPTIONS"]
     for option in options:
         lines += option_entry(option, ctx)
+    lines += examples_section(getattr(command, "examples", []))
     lines += [".SH SEE ALSO", see_also(["imgen", *(f"imgen-{other}" for other in others if other != name)])]
     return assemble(lines)
+
+
+def examples_section(examples) -> list[str]:
+    """EXAMPLES: each caption, then its command line verbatim (the same pairs as in --help)."""
+    lines = [".SH EXAMPLES"] if examples else []
+    for command, caption in examples:
+        lines += [".PP", text_line(caption.rstrip(".:") + ":"), *example(command)[1:]]
+    return lines
 
 
 def see_also(pages: list[str]) -> str:
@@ -317,9 +306,7 @@ def root_page(cli: click.Group, ctx: click.Context, names: list[str], version: s
     lines += [".SH ENVIRONMENT"]
     for variable, meaning in ENVIRONMENT:
         lines += [".TP", bold(variable), text_line(meaning)]
-    lines += [".SH EXAMPLES"]
-    for caption, command in EXAMPLES:
-        lines += [".PP", text_line(caption), *example(command)[1:]]
+    lines += examples_section(cli.examples)
     lines += [".SH SEE ALSO", see_also([f"imgen-{name}" for name in names])]
     return assemble(lines)
 

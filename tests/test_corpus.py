@@ -510,7 +510,7 @@ for command, option, value in (("denoise", "--sigma", "nan"), ("denoise", "--sig
                                ("restyle", "--detail", "nan")):
     case("options", f"{command}{option}-{value}",
          lambda t, c=command, o=option, v=value: ([c, o, v, image_file(t, "in.png"), "-o", "o.png"], None),
-         errors.USAGE, f"Invalid value for '{option}'", check=lambda t, o, e: files(t) == ["in.png"])
+         errors.USAGE, f"imgen: error: invalid value for '{option}'", check=lambda t, o, e: files(t) == ["in.png"])
 
 
 def _with_env(imgen, **env):

@@ -107,8 +107,8 @@ def test_alpha_is_untouched(imgen, tmp_path):
     assert out[..., :3][visible].mean() > 2 * dark[visible].mean()
 
 
-def test_never_tiled(imgen, tmp_path):
+def test_never_tiled_so_takes_no_tile_option(imgen, tmp_path):
     src = write(tmp_path / "dark.png", darken(read(DATA / "bridge.png")))
-    run(imgen, [src, "-o", "whole.png", "--tile", "0"])
-    run(imgen, [src, "-o", "tiled.png", "--tile", "64"])
-    np.testing.assert_array_equal(read(tmp_path / "whole.png"), read(tmp_path / "tiled.png"))
+    result = imgen(["lowlight", src, "-o", "tiled.png", "--tile", "64"])
+    assert result.exit_code == 2 and "lowlight processes each image whole, never in tiles" in result.stderr
+    assert "--tile" not in imgen(["lowlight", "--help"]).stdout

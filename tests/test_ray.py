@@ -187,7 +187,7 @@ def test_usage_errors_need_no_cluster(tmp_path):
     inside = run_imgen(["ray", "invert", DATA, "-o", DATA / "out"])
     assert inside.returncode == errors.USAGE and "inside the input folder" in inside.stderr.decode()
     bad_step = run_imgen(["ray", "invert", "--no-such", DATA, "-o", tmp_path])
-    assert bad_step.returncode == errors.USAGE and "No such option" in bad_step.stderr.decode()
+    assert bad_step.returncode == errors.USAGE and "imgen: error: no such option '--no-such'" in bad_step.stderr.decode()
 
 
 def test_without_ray_installed_says_how_to_get_it(tmp_path):

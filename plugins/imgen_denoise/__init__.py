@@ -119,5 +119,11 @@ def register_commands(register):
             tiling=Tiling(scale=1, overlap=26, multiple=2, bytes_per_pixel=2048),
             channels=3,
             model_purposes=("Restoration",),
+            examples=[
+                ("imgen denoise noisy.jpg", "Noise level estimated from the image; writes noisy-denoise.jpg"),
+                ("imgen denoise --sigma 25 scan.png -o clean.png", "A known noise level (0-255 scale)"),
+                ("imgen denoise --strength 0.7 photos/ -o clean/", "Gentler, over a folder (keeps more texture)"),
+                ("imgen denoise --tta night.png -o best.png", "Slower and slightly better: four flips averaged"),
+            ],
         )
     )

@@ -97,6 +97,13 @@ def register_commands(register):
             # Filling needs the whole image: the region logic crops around the holes itself.
             tiling=Tiling(tileable=False),
             channels=3,
+            examples=[
+                ("imgen inpaint photo.jpg --mask mask.png -o clean.jpg", "Fill what the mask marks in white"),
+                ("imgen inpaint photos/ --mask masks/ -o clean/", "A folder, each photo with the mask of the same name"),
+                ("imgen inpaint --mask-from-alpha cutout.png -o filled.png", "Fill the transparent pixels"),
+                ("imgen inpaint --dilate 4 --smooth scan.png --mask scratches.png -o fixed.png",
+                 "Thin scratches: grow the mask, smooth fill"),
+            ],
             alpha="keep",
         )
     )

@@ -24,9 +24,11 @@ def builtin_styles() -> list[str]:
 
 
 def _resolve_style(value: str) -> str | None:
-    """A built-in style name (`autumn`) to its file; None lets the host report a missing file."""
-    path = STYLES / f"{value}.jpg"
-    return str(path) if path.is_file() else None
+    """A built-in style name (`autumn`, any case) to its file; None lets the host report it."""
+    for name in builtin_styles():
+        if name.lower() == value.lower():
+            return str(STYLES / f"{name}.jpg")
+    return None
 
 
 def _load():
@@ -115,6 +117,7 @@ def register_commands(register):
                     spatial=False,
                     required=True,
                     resolve=_resolve_style,
+                    names=builtin_styles,
                     choices_help="Built-in: " + ", ".join(builtin_styles()) + ".",
                 )
             ],
@@ -122,5 +125,11 @@ def register_commands(register):
             # Sides must be multiples of 4 (two 2x downsamplings).
             tiling=Tiling(scale=1, overlap=40, multiple=4, bytes_per_pixel=2048),
             channels=3,
+            examples=[
+                ("imgen restyle --style autumn photo.jpg", "A built-in style; writes photo-restyle.jpg"),
+                ("imgen restyle --style painting.jpg photo.jpg -o painted.png", "Any image as the style"),
+                ("imgen restyle --style string --strength 0.6 --preserve-color photo.jpg",
+                 "Lighter, keeping the photo's colours"),
+            ],
         )
     )

@@ -138,7 +138,15 @@ def register_commands(register):
         tiling=_tiling,
         select_model=_select,
         model_purposes=("SR",),
+        scale_option="scale",
         finish=_finish,
+        examples=[
+            ("imgen sr photo.jpg", "Upscale 4x with the model for everyday photos; writes photo-sr.jpg"),
+            ("imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png", "2x with the model for clean, lossless images"),
+            ("imgen sr --scale 4 --outscale 3.5 photo.jpg", "Any final factor: the x4 model, then a resize"),
+            ("imgen sr --model RealESRGAN_x4plus.pth photos/ -o big/", "A community model file over a folder"),
+            ("imgen denoise + sr --scale 2 noisy.jpg -o big.png", "Denoise first, in the same process"),
+        ],
         build_model=_build,
         models_by_scale=_by_scale,
     ))
