@@ -27,11 +27,16 @@ import click
 
 from .contract import Command, ImageInput
 from .errors import PluginError, UsageError
-from .options import (ExampleCommand, finite_floats, generic_examples, shared_defaults, shared_params, step_params,
+from .io import EXTENSIONS, READ_ONLY
+from .models import SUFFIXES as MODEL_SUFFIXES
+from .options import (ExampleCommand, NameOrPath, finite_floats, generic_examples, shared_defaults, shared_params,
+                      step_params,
                       verbosity_options, withheld)
 from .sizing import Target, target
 
 CHAIN = "+"
+# Files the shell lists beside built-in names (see options.NameOrPath).
+IMAGE_SUFFIXES = (*EXTENSIONS, *(f".{fmt}" for fmt in READ_ONLY))
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -214,6 +219,16 @@ def click_command(registry, name: str) -> click.Command | None:
     return None
 
 
+def _model_names(registry, command: Command):
+    """`--model`'s names for the shell: the command's registered models and the user folder's."""
+    def names() -> list[str]:
+        from .models import user_model_files
+
+        return [m.name for m in registry.models_for(command.name)] + [p.stem for p in user_model_files()]
+
+    return names
+
+
 def build_command(command: Command, registry) -> click.Command:
     """A click command for a plugin command: its own params, its image inputs, the shared ones."""
     params: list[click.Parameter] = []
@@ -221,12 +236,13 @@ def build_command(command: Command, registry) -> click.Command:
     if models or command.build_model or command.model_purposes:
         default = registry.default_model(command.name)
         names = ", ".join(m.name + (" (default)" if m is default else "") for m in models)
-        params.append(click.Option(["--model"], metavar="NAME|FILE",
+        params.append(click.Option(["--model"], metavar="NAME|FILE", type=NameOrPath(_model_names(registry, command), MODEL_SUFFIXES),
                                    help=f"Model to run: {names + '; ' if names else ''}or a weights file "
                                         "(.safetensors, .pth) or its name in the user model folder."))
     for spec in command.inputs:
         text = spec.help + (f" {spec.choices_help}" if spec.choices_help else "")
         params.append(click.Option([f"--{spec.name.replace('_', '-')}", spec.name], metavar="FILE|FOLDER",
+                                   type=NameOrPath(spec.names, IMAGE_SUFFIXES) if spec.names else click.Path(),
                                    help=text.strip()))
     params.extend(finite_floats(command.params))
     params.extend(step_params())

@@ -94,7 +94,9 @@ class ImgenGroup(WithExamples, click.Group):
 
     def list_commands(self, ctx):
         names = set(self.registry.commands) | set(self.registry.broken_commands)
-        return list(HOST_COMMANDS) + sorted(names - set(HOST_COMMANDS))
+        # After a `+` (completion only) the host commands, which cannot be chained, are not offered.
+        host = [] if ctx.meta.get("imgen.after_chain") else list(HOST_COMMANDS)
+        return host + sorted(names - set(HOST_COMMANDS))
 
     def get_command(self, ctx, name):
         if name in self.commands:
@@ -107,6 +109,7 @@ class ImgenGroup(WithExamples, click.Group):
         if ctx.resilient_parsing and chain.CHAIN in args:
             args = args[len(args) - args[::-1].index(chain.CHAIN):]
             if not args:
+                ctx.meta["imgen.after_chain"] = True
                 return None, None, []
         return super().resolve_command(ctx, args)
 

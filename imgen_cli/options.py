@@ -15,6 +15,48 @@ from .io import DEFAULT_MAX_PIXELS, FORMATS
 
 
 
+class NameOrPath(click.ParamType):
+    """A value that is a name from a list (a built-in style, a registered model) or a file.
+
+    Kept as given; what it means is settled when the chain is resolved. The shell completes the
+    names matching what was typed (in any case) beside the files; with no name matching, the
+    shell's own file completion takes over.
+    """
+
+    name = "name_or_path"
+
+    def __init__(self, names, suffixes: tuple[str, ...] = ()):
+        self.names = names
+        self.suffixes = suffixes  # files listed beside the names: these kinds only
+
+    def convert(self, value, param, ctx):
+        return value
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        names = [n for n in self.names() if n.lower().startswith(incomplete.lower())]
+        if not names:
+            return [CompletionItem(incomplete, type="file")]
+        # bash shows the files too only when they are listed here beside the names.
+        return [CompletionItem(n) for n in names] + [CompletionItem(p) for p in _paths(incomplete, self.suffixes)]
+
+
+def _paths(incomplete: str, suffixes: tuple[str, ...] = ()) -> list[str]:
+    """Folders (with a trailing /) and files (with one of `suffixes`, if any) whose path starts
+    with `incomplete`."""
+    import os
+
+    folder, start = os.path.split(incomplete)
+    try:
+        entries = sorted(os.scandir(os.path.expanduser(folder) or "."), key=lambda e: e.name)
+    except OSError:
+        return []
+    return [os.path.join(folder, e.name) + ("/" if e.is_dir() else "") for e in entries
+            if e.name.startswith(start) and (start.startswith(".") or not e.name.startswith("."))
+            and (e.is_dir() or not suffixes or e.name.lower().endswith(suffixes))]
+
+
 def verbosity_options(f):
     f = click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="More messages on stderr.")(f)
@@ -36,7 +78,7 @@ def shared_params(command=None) -> list[click.Parameter]:
     commands); for a contract `command`, without the options it would ignore (see `withheld`)."""
     params = [
         click.Argument(["inputs"], nargs=-1, type=click.Path(), metavar="[INPUT]..."),
-        click.Option(["-o", "--output"], metavar="PATH",
+        click.Option(["-o", "--output"], metavar="PATH", type=click.Path(),
                      help="Output file, folder (for several inputs) or - for stdout. "
                           "Default: a new file beside each input; stdout for stdin."),
         click.Option(["--format"], type=click.Choice(sorted(FORMATS) + ["jpg", "tif"], case_sensitive=False),
