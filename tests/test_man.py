@@ -123,3 +123,58 @@ def test_help_text_is_escaped_for_roff(tmp_path, tool):
                          "--weird-opt", "Uses '-' and \\fB. Default: a\\b.", "-x, --x-ray, --no-x-ray",
                          ".Starts with a dot."):
             assert expected in text
+
+
+# -- installed pages: `man imgen` after `pip install` -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The project built into a wheel and installed (without dependencies) under a fresh prefix,
+    laid out as a virtual environment is: PREFIX/bin/imgen, PREFIX/share/man/man1."""
+    import sys
+
+    if importlib.util.find_spec("setuptools") is None:
+        pytest.skip("building the wheel offline needs setuptools in this environment")
+    base = tmp_path_factory.mktemp("wheel")
+    source = base / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("imgen_cli", "plugins", "man"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next((base / "dist").glob("imgen-*.whl"))
+    prefix = base / "prefix"
+    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--prefix", str(prefix), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    return wheel, prefix
+
+
+def test_the_wheel_installs_every_page_where_man_looks(installed):
+    import zipfile
+
+    wheel, prefix = installed
+    in_wheel = sorted(Path(name).name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".1"))
+    assert in_wheel == PAGES
+    assert all(f"/data/share/man/man1/{page}" in " ".join(zipfile.ZipFile(wheel).namelist()) for page in PAGES)
+    assert sorted(p.name for p in (prefix / "share" / "man" / "man1").glob("*.1")) == PAGES
+    assert (prefix / "bin" / "imgen").exists()
+
+
+def test_man_finds_the_installed_page_from_path(installed):
+    """man-db derives PREFIX/share/man from PREFIX/bin on PATH (an activated venv), as the README says."""
+    _, prefix = installed
+    if shutil.which("man") is None or shutil.which("manpath") is None:
+        pytest.skip("man-db is not installed")
+    env = {"PATH": f"{prefix / 'bin'}:/usr/bin:/bin", "HOME": str(prefix)}
+    found = subprocess.run(["man", "-w", "imgen"], capture_output=True, text=True, env=env, timeout=60)
+    assert found.returncode == 0 and found.stdout.strip() == str(prefix / "share/man/man1/imgen.1"), found.stderr
+    sr = subprocess.run(["man", "-w", "imgen-sr"], capture_output=True, text=True, env=env, timeout=60)
+    assert sr.stdout.strip() == str(prefix / "share/man/man1/imgen-sr.1")
+    # Without the venv on PATH, MANPATH with a trailing colon adds it to the usual places.
+    plain = {"PATH": "/usr/bin:/bin", "HOME": str(prefix), "MANPATH": f"{prefix / 'share/man'}:"}
+    found = subprocess.run(["man", "-w", "imgen"], capture_output=True, text=True, env=plain, timeout=60)
+    assert found.stdout.strip() == str(prefix / "share/man/man1/imgen.1"), found.stderr
