@@ -148,7 +148,8 @@ def installed(tmp_path_factory):
                    check=True, capture_output=True, timeout=300)
     wheel = next((base / "dist").glob("imgen-*.whl"))
     prefix = base / "prefix"
-    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--prefix", str(prefix), str(wheel)],
+    # --ignore-installed: with --prefix alone pip would first uninstall the imgen running these tests.
+    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--ignore-installed", "--prefix", str(prefix), str(wheel)],
                    check=True, capture_output=True, timeout=300)
     return wheel, prefix
 

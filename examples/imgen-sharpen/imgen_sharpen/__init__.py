@@ -56,4 +56,10 @@ def register_commands(register):
         tiling=_tiling,
         # Any number of channels: grey stays grey, colour is sharpened per channel.
         channels=None,
+        # Shown under "Examples" in `imgen sharpen --help`.
+        examples=[
+            ("imgen sharpen photo.jpg", "Double the fine detail; writes photo-sharpen.jpg"),
+            ("imgen sharpen --radius 5 --amount 0.5 photo.jpg", "Local contrast instead of crisp edges"),
+            ("imgen sharpen --threshold 0.02 portrait.jpg", "Leave skin and grain alone"),
+        ],
     ))
