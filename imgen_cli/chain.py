@@ -117,6 +117,20 @@ def did_you_mean(word: str, names) -> str:
     return " (did you mean " + " or ".join(repr(name) for name in close) + "?)"
 
 
+def click_message(exc: click.ClickException) -> str:
+    """A click error's message in imgen's words: a lower-case clause, a suggestion for a
+    mistyped option, the reason a command does not take an option every other one has."""
+    if isinstance(exc, click.NoSuchOption):
+        command = exc.ctx.command if exc.ctx is not None else None
+        reason = getattr(command, "imgen_withheld", {}).get(exc.option_name)
+        if reason:
+            return f"{exc.option_name}: not an option of {exc.ctx.info_name} ({reason})"
+        return f"no such option {exc.option_name!r}{did_you_mean(exc.option_name, exc.possibilities or ())}"
+    message = exc.format_message().strip()
+    # click's sentences ("Invalid value for '--kind': ...") read as imgen's lower-case clauses.
+    return message[0].lower() + message[1:] if message[:2].istitle() else message
+
+
 def specs(contexts: list[click.Context], registry) -> list[StepSpec]:
     """The StepSpec of every parsed step; a broken plugin's command raises its PluginError."""
     shared = {p.name for p in shared_params()} | {p.name for p in step_params()}
@@ -164,7 +178,7 @@ def parse(words: list[str], registry, reserved: tuple[str, ...] = ()) -> list[St
     try:
         contexts = parse_contexts(words, registry, click.Context(_root, info_name="imgen"), reserved)
     except click.ClickException as exc:
-        raise UsageError(exc.format_message()) from None
+        raise UsageError(click_message(exc)) from None
     return specs(contexts, registry)
 
 

@@ -54,11 +54,7 @@ class ImgenUsage(click.UsageError):
     """A click usage error shown as imgen shows its own: `imgen: error: ...` and a hint line."""
 
     def show(self, file=None) -> None:
-        message = self.format_message().strip()
-        # click's sentences ("No such option '--x'.") read as imgen's lower-case clauses.
-        if message[:2].istitle():
-            message = message[0].lower() + message[1:]
-        click.echo(f"imgen: error: {message}", file=file, err=True)
+        click.echo(f"imgen: error: {self.format_message()}", file=file, err=True)
         if self.ctx is not None and self.ctx.command.get_help_option(self.ctx) is not None:
             click.echo(f"Try '{self.ctx.command_path} --help' for help.", file=file, err=True)
 
@@ -73,12 +69,7 @@ def _imgen_usage():
     except click.UsageError as exc:
         if isinstance(exc, ImgenUsage):
             raise
-        message = exc.format_message()
-        if isinstance(exc, click.NoSuchOption):
-            reason = getattr(exc.ctx and exc.ctx.command, "imgen_withheld", {}).get(exc.option_name)
-            message = (f"{exc.option_name}: not an option of {exc.ctx.info_name} ({reason})" if reason else
-                       f"no such option {exc.option_name!r}{chain.did_you_mean(exc.option_name, exc.possibilities or ())}")
-        raise ImgenUsage(message, exc.ctx) from None
+        raise ImgenUsage(chain.click_message(exc), exc.ctx) from None
 
 
 class ImgenGroup(WithExamples, click.Group):

@@ -272,7 +272,9 @@ def run(chain: str | list[str], inputs: list[str], output: str, *, overwrite: bo
     try:
         _parse_chain(words, None)
     except click.ClickException as exc:
-        raise UsageError(exc.format_message()) from None
+        from .chain import click_message
+
+        raise UsageError(click_message(exc)) from None
     io = batch.Settings(output=output, format=format, quality=quality, strip=strip, overwrite=overwrite,
                         max_pixels=max_pixels or None)
     files, settings = prepare(words, inputs, io, device=device, precision=precision, tile=tile,

@@ -115,7 +115,9 @@ def serve(host, port, preload, workers, max_queue, max_upload, timeout, device, 
         log.error(str(exc))
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # a --preload chain that does not parse
-        log.error(f"--preload: {exc.format_message()}")
+        from .chain import click_message
+
+        log.error(f"--preload: {click_message(exc)}")
         sys.exit(USAGE)
     sys.exit(run_server(service, host, port))
 
@@ -212,7 +214,7 @@ def parse_request_chain(text: str, fmt: str | None = None, quality: str | None =
     except click.exceptions.Exit:
         raise RequestError(400, "no --help here: GET /v1/commands describes every command", "usage") from None
     except click.ClickException as exc:
-        raise RequestError(400, exc.format_message(), "usage") from None
+        raise RequestError(400, chain_.click_message(exc), "usage") from None
     except ImgenError as exc:
         raise error_for(exc) from None
     for spec in specs:

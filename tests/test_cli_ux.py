@@ -69,6 +69,19 @@ def test_click_errors_in_process_look_the_same(imgen):
     assert result.stderr.splitlines()[0] == "imgen: error: no such option '--scal' (did you mean '--scale' or '--outscale'?)"
 
 
+def test_other_front_ends_word_click_errors_the_same(imgen_registry):
+    from imgen_cli import UsageError
+    from imgen_cli.api import Pipeline
+
+    for chain, message in (("sr --scal 2", "no such option '--scal' (did you mean '--scale' or '--outscale'?)"),
+                           ("sr --kind x", "invalid value for '--kind': 'x' is not one of 'fidelity', 'real'."),
+                           ("lowlight --tile 0", "--tile: not an option of lowlight (lowlight processes each "
+                                                 "image whole, never in tiles)")):
+        with pytest.raises(UsageError) as caught:
+            Pipeline(chain)
+        assert str(caught.value) == message
+
+
 def test_an_unknown_style_lists_the_built_in_ones(tmp_path):
     photo = shutil.copy(DATA / "kite.png", tmp_path / "photo.png")
     lines = usage_error(user(["restyle", "--style", "Mosaic", photo], cwd=tmp_path))
