@@ -123,6 +123,7 @@ def register_commands(register):
                 ("imgen denoise noisy.jpg", "Noise level estimated from the image; writes noisy-denoise.jpg"),
                 ("imgen denoise --sigma 25 scan.png -o clean.png", "A known noise level (0-255 scale)"),
                 ("imgen denoise --strength 0.7 photos/ -o clean/", "Gentler, over a folder (keeps more texture)"),
+                ("imgen denoise --blend 0.5 film.jpg -o half.jpg", "Half way between the photo and the result"),
                 ("imgen denoise --tta night.png -o best.png", "Slower and slightly better: four flips averaged"),
             ],
         )

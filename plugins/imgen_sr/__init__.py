@@ -144,6 +144,8 @@ def register_commands(register):
             ("imgen sr photo.jpg", "Upscale 4x with the model for everyday photos; writes photo-sr.jpg"),
             ("imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png", "2x with the model for clean, lossless images"),
             ("imgen sr --scale 4 --outscale 3.5 photo.jpg", "Any final factor: the x4 model, then a resize"),
+            ("imgen sr --fit 1920x1080 photo.jpg -o wallpaper.png",
+             "Fit a screen: the smallest scale that reaches it, then a resize"),
             ("imgen sr --model RealESRGAN_x4plus.pth photos/ -o big/", "A community model file over a folder"),
             ("imgen denoise + sr --scale 2 noisy.jpg -o big.png", "Denoise first, in the same process"),
         ],
