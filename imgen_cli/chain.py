@@ -95,8 +95,10 @@ def parse_contexts(words: list[str], registry, parent: click.Context | None = No
             raise click.UsageError(f"{name!r} cannot be chained", parent)
         command = click_command(registry, name)
         if command is None:
-                        # A host command is a suggestion only where it could stand: first, not after a `+`.
-            names = commands(registry) + (list(reserved) if index == 0 else [])
+                        # A host command is a suggestion only where it could stand: first on imgen's own
+            # command line (`imgen plugn`), not after a `+`, nor in `imgen ray` or a request.
+            top = index == 0 and parent is not None and parent.parent is None
+            names = commands(registry) + (list(reserved) if top else [])
             raise click.UsageError(f"no such command {name!r}{did_you_mean(name, names)}", parent)
         contexts.append(command.make_context(name, rest, parent=parent))
     return contexts
