@@ -50,6 +50,8 @@ def test_a_mistyped_command_gets_did_you_mean():
     # after a `+` only chainable commands are suggested
     assert usage_error(user(["denoise", "+", "srr"]))[0] == "imgen: error: no such command 'srr' (did you mean 'sr'?)"
     assert usage_error(user(["zzzz"]))[0] == "imgen: error: no such command 'zzzz'"
+    # imgen ray runs plugin commands only: no host command is suggested there
+    assert usage_error(user(["ray", "plugn", "x.png", "-o", "out/"]))[0] == "imgen: error: no such command 'plugn'"
 
 
 def test_click_errors_read_as_imgen_errors():
