@@ -78,7 +78,8 @@ def shared_params(command=None) -> list[click.Parameter]:
     commands); for a contract `command`, without the options it would ignore (see `withheld`)."""
     params = [
         click.Argument(["inputs"], nargs=-1, type=click.Path(), metavar="[INPUT]..."),
-        click.Option(["-o", "--output"], metavar="PATH", type=click.Path(readable=False),  # a path for completion; written, not read
+        # A Path so that the shell completes file names; it is written, so not checked for reading.
+        click.Option(["-o", "--output"], metavar="PATH", type=click.Path(readable=False),
                      help="Output file, folder (for several inputs) or - for stdout. "
                           "Default: a new file beside each input; stdout for stdin."),
         click.Option(["--format"], type=click.Choice(sorted(FORMATS) + ["jpg", "tif"], case_sensitive=False),
