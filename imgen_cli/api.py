@@ -48,16 +48,18 @@ class Pipeline:
 
     @classmethod
     def from_specs(cls, specs, *, registry=None, device="auto", precision="auto", tile="auto", threads=None,
-                   max_pixels=DEFAULT_MAX_PIXELS, info=None, progress=None) -> "Pipeline":
-        """A Pipeline from already parsed steps (`chain.parse`, `chain.specs`: the CLI's path)."""
+                   max_pixels=DEFAULT_MAX_PIXELS, info=None, progress=None, models=None) -> "Pipeline":
+        """A Pipeline from already parsed steps (`chain.parse`, `chain.specs`: the CLI's path);
+        `models`, when given, is the Model (or None) of each step as `models.resolve_model`
+        resolved it (the CLI names outputs after them before building the pipeline)."""
         from .plugins import get_registry
 
         pipeline = cls.__new__(cls)
         pipeline._build(specs, registry or get_registry(), device, precision, tile, threads, max_pixels,
-                        info, progress)
+                        info, progress, models)
         return pipeline
 
-    def _build(self, specs, registry, device, precision, tile, threads, max_pixels, info, progress):
+    def _build(self, specs, registry, device, precision, tile, threads, max_pixels, info, progress, models=None):
         from .chain import output_size
         from .engine import Engine, Step
         from .models import resolve_model
@@ -66,9 +68,10 @@ class Pipeline:
         self.target = output_size(self.specs)
         # Command, options and model of every step are settled here, once: user model files are
         # looked up now, never per image or tile.
-        self.steps = [Step(spec.command, spec.options, resolve_model(registry, spec.command, spec.options, spec.model),
-                           blend=spec.blend, choices=self._choices(registry, spec))
-                      for spec in self.specs]
+        if models is None:
+            models = [resolve_model(registry, spec.command, spec.options, spec.model) for spec in self.specs]
+        self.steps = [Step(spec.command, spec.options, model, blend=spec.blend, choices=self._choices(registry, spec))
+                      for spec, model in zip(self.specs, models)]
         self.max_pixels = max_pixels or None
         self.engine = Engine(registry, device=device, precision=precision, tile=tile, threads=threads,
                              info=info, progress=progress)
@@ -85,6 +88,16 @@ class Pipeline:
                 raise PluginError(f"{spec.command.name}: models_by_scale named {name!r}, which is not registered")
             choices[int(scale)] = registry.models[name]
         return choices
+
+    def describe(self) -> dict:
+        """What runs: {"model", "device", "precision"}, steps joined by "+" (a step without a
+        model or not run yet left out; None when none is left)."""
+        from .engine import model_label
+
+        models = [model_label(step.model) for step in self.steps if step.model is not None]
+        precisions = dict.fromkeys(p for p in map(self.engine.precision_of, self.steps) if p)
+        return {"model": "+".join(models) or None, "device": str(self.engine.device),
+                "precision": "+".join(precisions) or None}
 
     @property
     def input_names(self) -> list[str]:

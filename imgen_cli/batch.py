@@ -10,7 +10,7 @@ The rules a user can rely on:
 
 The pieces serve every front end (the CLI, a service, a Ray job) with the CLI's exact rules:
 
-    name, fmt = choose_output("photo.jpg", data[:16], settings, suffix="sr")  # "photo-sr.jpg", "jpeg"
+    name, fmt = choose_output("photo.jpg", data[:16], settings, naming("sr", 4))  # "photo-sr-x4.jpg", "jpeg"
     done = convert(pipeline, data, "photo.jpg", fmt, settings)   # bytes in, encoded bytes out
     write_output(name, done.data, overwrite=settings.overwrite)  # atomic; refuses to clobber
 
@@ -18,13 +18,20 @@ The pieces serve every front end (the CLI, a service, a Ray job) with the CLI's 
 sniffed, never guessed from the name): the forced `--format`, else the output name's extension,
 else the input's own format where it can be written, else PNG; PNG on stdout. `plan` does it for
 a whole command line (folders, `-o FILE|FOLDER|-`), `run_job` is one file of the CLI (exists
-check, read, convert, write, messages) and `run` the CLI's batch loop.
+check, read, convert, write, messages) and `run` the CLI's batch loop (with `workers`, several
+files converted at once in threads, written in order).
+
+`naming` makes the names of derived outputs: `--name TEMPLATE`, `--suffix TEXT` or the default
+`{stem}-{command}[-x{scale}].{ext}`; `find_inputs` leaves out of a folder input the files named
+like its outputs, so a rerun never processes the first run's results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,36 +77,180 @@ class Converted:
     size_out: tuple[int, int]
 
 
+# The fields of a name template (--name), for messages and help.
+NAME_FIELDS = ("stem", "ext", "command", "scale", "model")
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How a derived output is named: a template with the fields of NAME_FIELDS.
+
+    `explicit` is True when the user gave it (--name, --suffix): it then names outputs in an
+    output folder too, where by default an output keeps its input's name.
+    """
+
+    template: str
+    command: str = ""
+    scale: float = 1
+    model: str = ""
+    explicit: bool = False
+
+    def render(self, stem: str, ext: str) -> str:
+        return self.template.format(stem=stem, ext=ext, **self._fixed())
+
+    def _fixed(self) -> dict:
+        return {"command": self.command, "scale": _number(self.scale), "model": self.model}
+
+    def own(self, filename: str) -> bool:
+        """Whether `filename` looks like what this naming writes (any stem, any image extension):
+        a folder input never takes the outputs of an earlier run of the same command."""
+        return self._pattern().fullmatch(filename) is not None
+
+    def _pattern(self):
+        import re
+        import string
+
+        # The extension a format adds or changes (with_extension): any extension matches.
+        ending = re.fullmatch(r"(.*)\.(\{ext\}|[A-Za-z0-9]+)", self.template, re.DOTALL)
+        base = ending.group(1) if ending else self.template
+        parts = []
+        for literal, field, spec, _ in string.Formatter().parse(base):
+            parts.append(re.escape(literal))
+            if field == "stem":
+                parts.append("(.+)")
+            elif field == "ext":
+                parts.append("[^.]*")
+            elif field is not None:
+                parts.append(re.escape(format(self._fixed()[field], spec)))
+        return re.compile("".join(parts) + r"\.[A-Za-z0-9]+", re.IGNORECASE)
+
+
+def _number(value: float):
+    """2.0 as 2, 3.5 as 3.5: a scale as a user writes it."""
+    return int(value) if float(value).is_integer() else value
+
+
+def naming(command: str, scale: float = 1, model: str = "", suffix: str | None = None,
+           template: str | None = None) -> Naming:
+    """The Naming of a run: `--name TEMPLATE`, else `--suffix TEXT` (`{stem}TEXT.{ext}`), else
+    the default `{stem}-COMMAND.{ext}`, with `-xSCALE` when the run changes the size."""
+    import string
+
+    if suffix is not None and template is not None:
+        raise UsageError("--suffix and --name both name the output: give one")
+    if template is None and suffix is not None:
+        if os.sep in suffix or "/" in suffix:
+            raise UsageError(f"--suffix {suffix}: a name part, not a path (use -o FOLDER for folders)")
+        template = "{stem}" + suffix.replace("{", "{{").replace("}", "}}") + ".{ext}"
+    explicit = template is not None
+    if template is None:
+        template = "{stem}-{command}" + ("-x{scale}" if scale != 1 else "") + ".{ext}"
+    if os.sep in template or "/" in template:
+        raise UsageError(f"--name {template}: a file name, not a path (use -o FOLDER for folders)")
+    fields = NAME_FIELDS
+    try:
+        used = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise UsageError(f"--name {template}: {exc} (write {{{{ and }}}} for braces)") from None
+    for field in used:
+        if field not in fields:
+            raise UsageError(f"--name {template}: unknown field {{{field}}} "
+                             f"(use {', '.join('{' + f + '}' for f in fields)})")
+    result = Naming(template, command=command, scale=scale, model=model, explicit=explicit)
+    try:
+        result.render("x", "png")
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--name {template}: {exc}") from None
+    if not result.render("x", "png").strip("."):
+        raise UsageError(f"--name {template}: gives an empty name")
+    return result
+
+
+@dataclass
+class Inputs:
+    """The inputs of a run, folders expanded (see `find_inputs`)."""
+
+    sources: list[str]
+    # source -> its folder relative to the folder input it was found in ("" for files as given
+    # and for a folder's own files), which an output folder mirrors.
+    below: dict[str, str]
+    from_folder: bool = False
+    skipped_subfolders: list[str] = None  # subfolders left out without --recursive
+    own_outputs: list[str] = None  # files (and the output folder) left out as outputs of this command
+
+
 def expand_inputs(inputs: tuple[str, ...], stdin_is_tty: bool) -> list[str]:
     """Files as given, folders replaced by their images (sorted), nothing or `-` meaning stdin."""
+    return find_inputs(inputs, stdin_is_tty).sources
+
+
+def _is_image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in (*imageio_.EXTENSIONS, ".gif")
+
+
+def find_inputs(inputs: tuple[str, ...], stdin_is_tty: bool, recursive: bool = False,
+                naming: Naming | None = None, output: str | None = None) -> Inputs:
+    """Files as given; folders replaced by their images (sorted; with `recursive` their
+    subfolders' too, hidden ones and the output folder left out); nothing or `-` meaning stdin.
+
+    A folder's file that `naming` would write beside its input (`photo-sr-x4.jpg` for `sr`) is
+    left out when outputs go beside the inputs, so a second run never processes the first one's
+    outputs.
+    """
     if not inputs:
         if stdin_is_tty:
             raise UsageError("no input: give image files, folders, or - to read stdin")
-        return [STDIO]
+        return Inputs([STDIO], {STDIO: ""})
     if list(inputs).count(STDIO) > 1:
         raise UsageError("stdin (-) can be read only once")
-    sources: list[str] = []
+    found = Inputs([], {}, skipped_subfolders=[], own_outputs=[])
+    out_folder = os.path.realpath(output) if output and output != STDIO else None
     for item in inputs:
-        if item != STDIO and os.path.isdir(item):
-            found = sorted(str(p) for p in Path(item).iterdir()
-                           if p.is_file() and not p.name.startswith(".")
-                           and p.suffix.lower() in (*imageio_.EXTENSIONS, ".gif"))
-            if not found:
-                raise UsageError(f"{item}: folder has no images")
-            sources.extend(found)
-        else:
-            sources.append(item)
-    if STDIO in sources and len(sources) > 1:
+        if item == STDIO or not os.path.isdir(item):
+            found.sources.append(item)
+            found.below.setdefault(item, "")
+            continue
+        found.from_folder = True
+        count = len(found.sources)
+        for folder, subfolders, names in os.walk(item):
+            subfolders.sort()
+            visible = [d for d in subfolders if not d.startswith(".")]
+            if not recursive:
+                found.skipped_subfolders += [os.path.join(folder, d) for d in visible]
+                visible = []
+            elif out_folder is not None:
+                # Outputs mirrored into a folder below the input are never read back as inputs.
+                kept = [d for d in visible if os.path.realpath(os.path.join(folder, d)) != out_folder]
+                found.own_outputs += [os.path.join(folder, d) for d in visible if d not in kept]
+                visible = kept
+            subfolders[:] = visible
+            below = os.path.relpath(folder, item)
+            below = "" if below == os.curdir else below
+            for name in sorted(names):
+                path = os.path.join(folder, name)
+                if not _is_image_name(name) or not os.path.isfile(path):
+                    continue
+                beside = out_folder is None or (naming is not None and naming.explicit and os.path.realpath(
+                    folder) == os.path.realpath(os.path.join(output, below)))
+                if naming is not None and beside and naming.own(name):
+                    found.own_outputs.append(path)
+                    continue
+                found.sources.append(path)
+                found.below[path] = below
+        if len(found.sources) == count and not found.own_outputs:
+            raise UsageError(f"{item}: folder has no images")
+    if STDIO in found.sources and len(found.sources) > 1:
         raise UsageError("stdin (-) cannot be mixed with other inputs")
-    return sources
+    return found
 
 
-def choose_output(source: str, head: bytes | None, settings: Settings, suffix: str,
+def choose_output(source: str, head: bytes | None, settings: Settings, naming: Naming | None = None,
                   folder: str | os.PathLike | None = None) -> tuple[str, str]:
     """(output name, format) for one input under the CLI's rules.
 
     `head` is the input's first bytes (None when unknown, as for stdin before it is read);
-    `folder` is the output folder of a batch; `suffix` names derived outputs (`photo-SUFFIX.jpg`).
+    `folder` is the output folder of a batch; `naming` names derived outputs beside the input
+    (`photo-sr-x4.jpg`), and in `folder` too when the user gave it.
     """
     forced = imageio_.check_format(settings.format) if settings.format else None
     output = settings.output
@@ -107,12 +258,23 @@ def choose_output(source: str, head: bytes | None, settings: Settings, suffix: s
         return STDIO, forced or "png"
     if folder is None and output:
         return output, forced or imageio_.output_format(output)
-    if folder is not None:
-        name = str(Path(folder) / (Path(source).name if source != STDIO else "stdin.png"))
+    sniffed = imageio_.sniff(head) if head else None
+    if source == STDIO:
+        stem, ext, where = "stdin", "png", None
     else:
-        stem, ext = os.path.splitext(source)
-        name = f"{stem}-{suffix}{ext}"
-    fmt = forced or _derived_format(name, imageio_.sniff(head) if head else None)
+        where, base = os.path.split(source)
+        stem, ext = os.path.splitext(base)
+        ext = ext[1:] or (imageio_.FORMATS.get(sniffed, ".png")[1:])
+    if folder is not None:
+        if naming is not None and naming.explicit:
+            name = str(Path(folder) / naming.render(stem, ext))
+        else:
+            name = str(Path(folder) / (os.path.basename(source) if source != STDIO else "stdin.png"))
+    else:
+        if naming is None:
+            raise ValueError("an output beside its input needs a naming")
+        name = os.path.join(where or "", naming.render(stem, ext))
+    fmt = forced or _derived_format(name, sniffed)
     return with_extension(name, fmt), fmt
 
 
@@ -131,22 +293,30 @@ def with_extension(name: str, fmt: str) -> str:
     return os.path.splitext(name)[0] + imageio_.FORMATS[fmt]
 
 
-def plan(sources: list[str], settings: Settings, suffix: str, stdout_is_tty: bool) -> list[Job]:
-    """Every output's name and format, refusing what would clobber inputs or a terminal."""
+def plan(sources: list[str] | Inputs, settings: Settings, naming: Naming | None, stdout_is_tty: bool) -> list[Job]:
+    """Every output's name and format, refusing what would clobber inputs or a terminal.
+
+    `sources` is a list of inputs, or an Inputs whose folder inputs make -o a folder that mirrors
+    their subfolders."""
+    found = sources if isinstance(sources, Inputs) else Inputs(list(sources), {})
+    sources = found.sources
     output = settings.output
-    several = len(sources) > 1
+    several = len(sources) > 1 or found.from_folder
     folder = None
     if output and output != STDIO and (several or output.endswith(os.sep) or os.path.isdir(output)):
         folder = Path(output)
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"-o {output}: not a folder, but there are {len(sources)} inputs")
+        if not folder.exists() and (imageio_.format_for_path(output) or output.lower().endswith(".gif")):
+            count = f"{len(sources)} inputs" if len(sources) > 1 else "a folder input"
+            raise UsageError(f"-o {output}: names one file, but {count} need a folder "
+                             "(-o FOLDER, or one input per run)")
     elif several and output == STDIO:
         raise UsageError("-o - (stdout) takes a single input")
-    elif several and output:
-        raise UsageError(f"-o {output}: give a folder for {len(sources)} inputs")
     jobs: list[Job] = []
     for source in sources:
-        name, fmt = choose_output(source, _head(source), settings, suffix, folder)
+        into = folder / found.below.get(source, "") if folder is not None else None
+        name, fmt = choose_output(source, _head(source), settings, naming, into)
         if name == STDIO and stdout_is_tty:
             raise UsageError("refusing to write image data to a terminal: redirect stdout or use -o FILE")
         if name != STDIO and source != STDIO and _same_file(source, name):
@@ -227,17 +397,21 @@ def read_source(source: str, max_pixels: int | None, stdin=None) -> imageio_.Pic
     return imageio_.decode(read_input(source, stdin, max_pixels), source, max_pixels)
 
 
-def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None) -> Converted:
+def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None,
+            encoding=None) -> Converted:
     """Decode `data`, run the pipeline on it and encode the result as `fmt` (see `choose_output`).
 
     `source` names the input in messages and matches extra inputs given as folders (`--mask DIR`);
     `inputs` gives extra image inputs by name (arrays or paths), as `Pipeline.run_array` takes them.
+    `encoding((width, height))`, when given, is called before the result is encoded (and returns
+    a context manager that is left when it is done), so a long encode of a big image can be shown.
     """
     picture = imageio_.decode(data, source, settings.max_pixels)
     height, width = picture.array.shape[:2]
     picture.array = pipeline.run_array(picture.array, source=source, inputs=inputs)
-    encoded, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
     out_h, out_w = picture.array.shape[:2]
+    with encoding((out_w, out_h)) if encoding is not None else contextlib.nullcontext():
+        encoded, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
     return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h))
 
 
@@ -296,45 +470,139 @@ def write_output(output: str, data: bytes, overwrite: bool, stdout=None) -> None
     imageio_.write_atomic(output, data, overwrite=overwrite)
 
 
+SKIPPED, WRITTEN, FAILED_STATUS, PLANNED = "skipped", "written", "failed", "planned"
+
+
+def exists_skipped(job: Job, settings: Settings) -> bool:
+    """Whether `job` is skipped because its output exists (--skip-existing); an error when it
+    exists and --overwrite does not allow replacing it. Decided before anything is read or loaded."""
+    if job.output != STDIO and os.path.exists(job.output):
+        if settings.skip_existing:
+            return True
+        if not settings.overwrite:
+            raise ImgenError("exists (use --overwrite to replace it, --skip-existing to skip it)", job.output)
+    return False
+
+
 def run_job(job: Job, pipeline, settings: Settings, reporter, convert=convert) -> str:
     """One file of the CLI: "skipped" when its output exists and --skip-existing says so (before
     anything is read or loaded), else read, convert, write and say so; "written". `convert` makes
     the pixels: this module's, or another with its signature (imgen --server's, over HTTP)."""
-    if job.output != STDIO and os.path.exists(job.output):
-        if settings.skip_existing:
-            reporter.info(f"{job.output}: exists, skipped")
-            return "skipped"
-        if not settings.overwrite:
-            raise ImgenError("exists (use --overwrite to replace it, --skip-existing to skip it)", job.output)
-    done = convert(pipeline, read_input(job.source, max_pixels=settings.max_pixels), job.source, job.format, settings)
+    return _finish(job, _compute(job, pipeline, settings, convert, reporter), settings, reporter).status
+
+
+@dataclass
+class Outcome:
+    """What became of one job: its status, the converted image and how long it took."""
+
+    status: str
+    done: Converted | None = None
+    seconds: float = 0.0
+
+
+def _compute(job: Job, pipeline, settings: Settings, convert, reporter=None, show_encoding: bool = True) -> Outcome:
+    """The part of a job that may run beside others: the exists check, reading and converting."""
+    started = time.perf_counter()
+    if exists_skipped(job, settings):
+        return Outcome(SKIPPED)
+    encoding = None
+    if reporter is not None and show_encoding and job.output != STDIO:
+        def encoding(size):
+            return reporter.phase(f"writing {job.output}, {size[0] * size[1] / 1e6:.1f} MP…")
+    data = read_input(job.source, max_pixels=settings.max_pixels)
+    if encoding is not None:
+        done = convert(pipeline, data, job.source, job.format, settings, encoding=encoding)
+    else:
+        done = convert(pipeline, data, job.source, job.format, settings)
+    return Outcome(WRITTEN, done, time.perf_counter() - started)
+
+
+def _finish(job: Job, outcome: Outcome, settings: Settings, reporter) -> Outcome:
+    """Messages and the write, in the main thread, in the order of the inputs."""
+    if outcome.status == SKIPPED:
+        reporter.info(f"{job.output}: exists, skipped")
+        return outcome
+    done = outcome.done
     for warning in done.warnings:
         reporter.say(f"{job.source}: {warning}")
+    started = time.perf_counter()
     write_output(job.output, done.data, overwrite=settings.overwrite)
+    outcome.seconds += time.perf_counter() - started
     if job.output != STDIO:
         (w, h), (new_w, new_h) = done.size_in, done.size_out
-        reporter.say(f"wrote {job.output} ({w}x{h} -> {new_w}x{new_h})")
-    return "written"
+        timing = f" in {outcome.seconds:.2f} s" if reporter.verbose else ""
+        reporter.say(f"wrote {job.output} ({w}x{h} -> {new_w}x{new_h}){timing}")
+    return outcome
 
 
-def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert) -> int:
-    """The CLI's batch: every job in turn, past bad inputs, with progress and a summary; returns
-    the exit status. A plugin or usage failure stops it (it would repeat for every input).
+def record(job: Job, status: str, error: str | None = None, done: Converted | None = None,
+           seconds: float = 0.0, about: dict | None = None) -> dict:
+    """One input's record for --json and --report (see README, "Scripting")."""
+    return {"input": job.source, "output": job.output, "status": status, "error": error,
+            "size_in": list(done.size_in) if done else None, "size_out": list(done.size_out) if done else None,
+            **(about or {"model": None, "device": None, "precision": None}), "seconds": round(seconds, 3)}
 
-    `reporter` has say(message), info(message), error(exception), progress(total, desc, unit)
-    and a `debug` flag, as report.Reporter.
+
+def _staged(jobs: list[Job], compute, workers: int):
+    """(job, result()) in the order of `jobs`; with workers > 1, up to `workers` jobs computing
+    at once in threads ahead of the one handed out (torch and the codecs release the GIL)."""
+    if workers <= 1:
+        for job in jobs:
+            yield job, (lambda job=job: compute(job))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="imgen-job")
+    window: deque = deque()
+    try:
+        for job in jobs:
+            window.append((job, pool.submit(compute, job)))
+            if len(window) >= workers:
+                ready, future = window.popleft()
+                yield ready, future.result
+        while window:
+            ready, future = window.popleft()
+            yield ready, future.result
+    finally:
+        # An early end (a failure that stops the batch, Ctrl-C) starts no further job; those
+        # running finish in the background and write nothing (writes happen in the caller).
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert, workers: int = 1,
+        on_record=None) -> int:
+    """The CLI's batch: every job in turn (or `workers` at once), past bad inputs, with progress
+    and a summary; returns the exit status. A plugin or usage failure stops it (it would repeat
+    for every input). Outputs are written, and reported, in the order of `jobs`.
+
+    `reporter` has say(message), info(message), error(exception), progress(total, desc, unit),
+    phase(message) and `debug` and `verbose` flags, as report.Reporter. `on_record(dict)`, when
+    given, receives a `record` per job, then a summary record (see `summary_record`).
     """
     summary = Summary()
     several = len(jobs) > 1
+    started = time.perf_counter()
+    about = pipeline.describe if hasattr(pipeline, "describe") else (lambda: None)
+    emit = on_record or (lambda r: None)
     bar = reporter.progress(total=len(jobs), desc="images", unit="img") if several else None
+
+    def compute(job):
+        return _compute(job, pipeline, settings, convert, reporter, show_encoding=workers <= 1)
+
+    staged = _staged(jobs, compute, workers)
     try:
-        for job in jobs:
+        for job, result in staged:
             try:
-                outcome = run_job(job, pipeline, settings, reporter, convert)
+                outcome = _finish(job, result(), settings, reporter)
             except ImgenError as exc:
-                reporter.error(exc if exc.source else type(exc)(exc.message, job.source))
+                shown = exc if exc.source else type(exc)(exc.message, job.source)
+                reporter.error(shown)
                 summary.failed += 1
+                emit(record(job, FAILED_STATUS, str(shown), about=about()))
                 if isinstance(exc, PluginError) or (exc.exit_code == USAGE and not exc.source):
                     # the same failure would repeat for every input; one naming a file is that file's
+                    emit(summary_record(summary, time.perf_counter() - started))
                     return exc.exit_code
             except KeyboardInterrupt as exc:
                 print("imgen: interrupted", file=sys.stderr)
@@ -343,23 +611,34 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
                 silence_stdout()
                 return BROKEN_PIPE
             except Exception as exc:  # a plugin bug: one line, and the traceback with --debug
-                reporter.error(ImgenError(f"internal error: {type(exc).__name__}: {exc}", job.source))
+                error = ImgenError(f"internal error: {type(exc).__name__}: {exc}", job.source)
+                reporter.error(error)
                 if reporter.debug:
                     traceback.print_exception(exc, file=sys.stderr)
                 summary.failed += 1
+                emit(record(job, FAILED_STATUS, str(error), about=about()))
             else:
-                if outcome == "skipped":
+                if outcome.status == SKIPPED:
                     summary.skipped += 1
                 else:
                     summary.written += 1
+                emit(record(job, outcome.status, done=outcome.done, seconds=outcome.seconds, about=about()))
             if bar is not None:
                 bar.update(1)
     finally:
+        staged.close()
         if bar is not None:
             bar.close()
     if several:
         reporter.say(summary.line())
+    emit(summary_record(summary, time.perf_counter() - started))
     return summary.exit_code
+
+
+def summary_record(summary: Summary, seconds: float) -> dict:
+    """The last record of --json and --report: counts and the whole run's time."""
+    return {"summary": True, "written": summary.written, "skipped": summary.skipped, "failed": summary.failed,
+            "seconds": round(seconds, 3)}
 
 
 def silence_stdout() -> None:

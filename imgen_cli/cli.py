@@ -31,7 +31,7 @@ HOST_COMMANDS = ("plugins", "models", "metrics", "serve", "ray", "install", "uni
 
 # `imgen --help` and imgen(1): (command line, what it does).
 EXAMPLES = [
-    ("imgen sr photo.jpg", "Upscale a photo 4x with the default model (writes photo-sr.jpg)"),
+    ("imgen sr photo.jpg", "Upscale a photo 4x with the default model (writes photo-sr-x4.jpg)"),
     ("imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png",
      "Upscale 2x with the model for clean images, into a chosen file"),
     ("imgen denoise holiday/ -o clean/ --device cuda:0", "Denoise every image of a folder into another folder, on the first GPU"),
@@ -44,6 +44,9 @@ EXAMPLES = [
     ("imgen denoise --blend 0.5 --width 800 noisy.jpg -o web.jpg",
      "Denoise only halfway, and make the result 800 pixels wide"),
     ("imgen sr --model RealESRGAN_x4plus.pth photo.jpg", "Run a community model file"),
+    ("imgen lowlight -r photos/ -o bright/", "Brighten a folder and its subfolders into a mirrored tree"),
+    ("imgen sr --scale 2 scans/ --dry-run", "See what would be written (input -> output, model), and stop"),
+    ("imgen denoise scans/ -o clean/ --json > report.jsonl", "One JSON record per file, then a summary"),
     ("imgen plugins; imgen models --json", "List plugins and models"),
     ("imgen serve --preload denoise & imgen --server http://127.0.0.1:8800 denoise scans/ -o clean/",
      "Keep the models loaded in a server, and send it a folder's images"),
@@ -158,19 +161,38 @@ def run_chain(ctx: click.Context, contexts: list[click.Context], server: str | N
     reporter = Reporter(quiet=opts["quiet"] or root.get("quiet", False),
                         verbose=opts["verbose"] or root.get("verbose", False),
                         debug=opts["debug"] or root.get("debug", False))
-    suffix = "-".join(sub.info_name for sub in contexts)
     settings = batch.Settings(output=opts["output"], format=opts["format"], quality=opts["quality"],
                               strip=opts["strip"], overwrite=opts["overwrite"],
                               skip_existing=opts["skip_existing"], max_pixels=opts["max_pixels"] or None)
+    workers = opts["jobs"] or 1
     try:
         if settings.overwrite and settings.skip_existing:
             raise UsageError("--overwrite and --skip-existing contradict each other")
-        specs = chain.specs(contexts, get_registry())
+        if workers > 1 and server:
+            raise UsageError("--jobs runs files at once on this machine; with --server the server schedules them")
+        registry = get_registry()
+        specs = chain.specs(contexts, registry)
         for spec in specs:
             spec.check_inputs({name: value is not None for name, (_, value) in spec.inputs.items()})
-        sources = batch.expand_inputs(opts["inputs"], stdin_is_tty=_isatty(sys.stdin))
-        jobs = batch.plan(sources, settings, suffix, stdout_is_tty=_isatty(sys.stdout))
-        batch.refuse_collisions(jobs, sources + _protected_inputs(specs))
+        models = _models(specs, registry, strict=not server)
+        labels = [_label(model) for model in models]
+        naming = batch.naming("-".join(sub.info_name for sub in contexts), _scale(specs, models),
+                              "-".join(m for m in labels if m), suffix=opts["suffix"], template=opts["name_template"])
+        found = batch.find_inputs(opts["inputs"], stdin_is_tty=_isatty(sys.stdin), recursive=opts["recursive"],
+                                  naming=naming, output=settings.output)
+        _tell_left_out(found, reporter)
+        jobs = batch.plan(found, settings, naming, stdout_is_tty=_isatty(sys.stdout))
+        batch.refuse_collisions(jobs, found.sources + _protected_inputs(specs))
+        if opts["as_json"] and any(job.output == batch.STDIO for job in jobs):
+            raise UsageError("--json prints records on stdout, which carries the image here: "
+                             "use --report FILE, or -o FILE")
+        records = Records(opts["as_json"], opts["report"])
+        if opts["dry_run"]:
+            try:
+                return _dry_run(jobs, settings, labels, records)
+            finally:
+                records.close()
+        workers = min(workers, len(jobs))
         if server:
             from .client import Remote
 
@@ -179,15 +201,128 @@ def run_chain(ctx: click.Context, contexts: list[click.Context], server: str | N
         else:
             from .api import Pipeline
 
+            threads = opts["threads"]
+            if workers > 1 and not threads:
+                # N files at once, each with its share of the cores: more threads than cores
+                # only makes them wait for each other.
+                threads = max(1, _cores() // workers)
             pipeline = Pipeline.from_specs(specs, device=opts["device"], precision=opts["precision"],
-                                           tile=opts["tile"], threads=opts["threads"],
+                                           tile=opts["tile"], threads=threads,
                                            max_pixels=settings.max_pixels, info=reporter.info,
-                                           progress=reporter.progress)
+                                           progress=reporter.progress if workers <= 1 else None, models=models)
+            if workers > 1 and pipeline.engine.device.type != "cpu":
+                reporter.info(f"--jobs {workers}: one file at a time on {pipeline.engine.device} (--jobs is for the CPU)")
+                workers = 1
+            elif workers > 1:
+                reporter.info(f"{workers} files at once, {threads} torch threads each")
             convert = batch.convert
     except ImgenError as exc:
         reporter.error(exc)
         return exc.exit_code
-    return batch.run(jobs, pipeline, settings, reporter, convert=convert)
+    try:
+        return batch.run(jobs, pipeline, settings, reporter, convert=convert, workers=workers, on_record=records.add)
+    finally:
+        records.close()
+
+
+def _models(specs, registry, strict: bool) -> list:
+    """The Model each step runs (None for a step without one), resolved once and loaded later.
+    With --server an unknown name may be the server's own: left for the server to judge."""
+    from .models import resolve_model
+
+    models = []
+    for spec in specs:
+        try:
+            models.append(resolve_model(registry, spec.command, spec.options, spec.model))
+        except ImgenError:
+            if strict:
+                raise
+            models.append(spec.model)  # the name as given
+    return models
+
+
+def _label(model) -> str | None:
+    from .engine import model_label
+
+    return model if model is None or isinstance(model, str) else model_label(model)
+
+
+def _scale(specs, models: list) -> float:
+    """The chain's size factor as the options and models tell it before any model loads (a
+    user's model file counts as 1 until loaded): it names outputs (photo-sr-x4.jpg)."""
+    factor = 1.0
+    for spec, model in zip(specs, models):
+        known = model.scale if model is not None and not isinstance(model, str) and not model.name.startswith("file:") else 1
+        factor *= float(spec.options.get("outscale") or spec.options.get("scale") or known)
+    return factor
+
+
+def _tell_left_out(found, reporter: Reporter) -> None:
+    """Say once which subfolders a folder input left out, and with -v which files were left out
+    as this command's own outputs."""
+    if found.skipped_subfolders:
+        count = len(found.skipped_subfolders)
+        first = found.skipped_subfolders[0]
+        more = f" and {count - 1} more" if count > 1 else ""
+        reporter.say(f"left out subfolder {first}{more} (use -r to include subfolders)")
+    for path in found.own_outputs or ():
+        what = "the output folder" if os.path.isdir(path) else "named like an output of this command"
+        reporter.info(f"{path}: left out, {what}")
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _dry_run(jobs, settings, models, records: "Records") -> int:
+    """Print the plan: input -> output (models), and what exists; load, read and write nothing."""
+    from . import batch
+
+    about = {"model": "+".join(m for m in models if m) or None, "device": None, "precision": None}
+    summary = batch.Summary()
+    for job in jobs:
+        try:
+            skipped = batch.exists_skipped(job, settings)
+        except ImgenError as exc:
+            summary.failed += 1
+            records.add(batch.record(job, batch.FAILED_STATUS, str(exc), about=about))
+            note = f"  [{exc.message}]"
+        else:
+            summary.skipped += skipped
+            records.add(batch.record(job, batch.SKIPPED if skipped else batch.PLANNED, about=about))
+            note = "  [exists, skipped]" if skipped else ""
+        if not records.to_stdout:
+            click.echo(f"{job.source} -> {job.output}" + (f"  ({about['model']})" if about["model"] else "") + note)
+    records.add({**batch.summary_record(summary, 0.0), "planned": len(jobs) - summary.skipped - summary.failed})
+    return summary.exit_code
+
+
+class Records:
+    """--json records as JSON Lines on stdout, as they come; --report FILE gets them all at the end."""
+
+    def __init__(self, to_stdout: bool, path: str | None):
+        self.to_stdout, self.path = to_stdout, path
+        self.lines: list[str] = []
+
+    def add(self, record: dict) -> None:
+        line = json.dumps(record)
+        if self.to_stdout:
+            click.echo(line)
+            sys.stdout.flush()
+        if self.path:
+            self.lines.append(line)
+
+    def close(self) -> None:
+        if self.path:
+            from .io import write_atomic
+
+            try:
+                write_atomic(self.path, "".join(line + "\n" for line in self.lines).encode(), overwrite=True)
+            except ImgenError as exc:
+                click.echo(f"imgen: error: {exc}", err=True)
 
 
 def _isatty(stream) -> bool:

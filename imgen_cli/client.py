@@ -56,8 +56,9 @@ class Remote:
         self.timeout = timeout
         self._connection = None
 
-    def convert(self, pipeline, data: bytes, source: str, fmt: str, settings, inputs=None):
-        """batch.convert's work done by the server: `data` in, a batch.Converted out."""
+    def convert(self, pipeline, data: bytes, source: str, fmt: str, settings, inputs=None, encoding=None):
+        """batch.convert's work done by the server: `data` in, a batch.Converted out (the server
+        encodes too, so there is no `encoding` phase to show here)."""
         from . import batch
         from . import io as imgio
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -96,6 +97,8 @@ class Engine:
         self._fresh: dict[tuple[str, str], Loaded] = {}
         self._ready: dict[tuple[tuple[str, str], Any], Loaded] = {}
         self._dtypes: dict[tuple[str, str] | None, Any] = {}
+        # --jobs runs images in threads: a model is loaded, and a precision decided, once.
+        self._lock = threading.RLock()
         if threads:
             torch.set_num_threads(int(threads))
 
@@ -104,15 +107,20 @@ class Engine:
     def describe(self, model: Model) -> Loaded:
         """The model's descriptor, loading it on first use (the network is not moved yet)."""
         key = (model.command, model.name)
-        if key not in self._described:
-            if self.device.type not in model.devices:
-                raise DeviceError(f"model {model.name!r} does not run on {self.device.type}")
-            self._described[key] = self._fresh[key] = self._load(model)
-        return self._described[key]
+        with self._lock:
+            if key not in self._described:
+                if self.device.type not in model.devices:
+                    raise DeviceError(f"model {model.name!r} does not run on {self.device.type}")
+                self._described[key] = self._fresh[key] = self._load(model)
+            return self._described[key]
 
     def loaded(self, model: Model, dtype) -> Loaded:
         """The model on this device in `dtype`: loaded once per precision, then cached."""
         key = (model.command, model.name)
+        with self._lock:
+            return self._ready.get((key, dtype)) or self._loaded(model, key, dtype)
+
+    def _loaded(self, model: Model, key, dtype) -> Loaded:
         if (key, dtype) not in self._ready:
             self.describe(model)
             # The first precision takes the network loaded to describe the model; another one (an
@@ -146,13 +154,22 @@ class Engine:
         """The precision `step` runs in, decided once (on a GPU with --precision auto, from what
         its model's first load says it supports)."""
         key = (step.model.command, step.model.name) if step.model else None
-        if key not in self._dtypes:
-            kind = device_kind(self.device)
-            supported: tuple[str, ...] = ("fp32",)
-            if step.model is not None and self.precision == "auto" and kind != "cpu":
-                supported = self.describe(step.model).precisions
-            self._dtypes[key] = getattr(_torch(), DTYPES[choose_precision(self.precision, kind, supported)])
-        return self._dtypes[key]
+        with self._lock:
+            if key not in self._dtypes:
+                kind = device_kind(self.device)
+                supported: tuple[str, ...] = ("fp32",)
+                if step.model is not None and self.precision == "auto" and kind != "cpu":
+                    supported = self.describe(step.model).precisions
+                chosen = choose_precision(self.precision, kind, supported)
+                self._dtypes[key] = getattr(_torch(), DTYPES[chosen])
+                model = f"model {model_label(step.model)}" if step.model else "no model"
+                self.info(f"{step.command.name}: {model} on {self.device}, {chosen}")
+            return self._dtypes[key]
+
+    def precision_of(self, step: Step) -> str | None:
+        """The precision `step` runs in ("fp32", ...), or None before its first image."""
+        dtype = self._dtypes.get((step.model.command, step.model.name) if step.model else None)
+        return None if dtype is None else PRECISIONS[list(DTYPES.values()).index(str(dtype).split(".")[-1])]
 
     def _loader(self, step: Step, dtype):
         """ctx.loaded(name): the step's model, or another registered model by name."""
@@ -308,11 +325,12 @@ class Engine:
             return out.float()
 
         spatial_tensors = {k: v for k, v in tensors.items() if k in spatial}
+        label = command.name if source in ("-", "") else f"{source}: {command.name}"
         if command.finish is None:
-            self._tiled(call, x, spatial_tensors, tiling, sink)
+            self._tiled(call, x, spatial_tensors, tiling, sink, label)
             return ctx
         whole = TensorSink(x.device).reset(False)
-        self._tiled(call, x, spatial_tensors, tiling, whole)
+        self._tiled(call, x, spatial_tensors, tiling, whole, label)
         y = whole.result()
         expected = (*y.shape[:2], None, None)  # finish may resize
         y = command.finish(y.to(self.device, dtype), ctx)
@@ -337,7 +355,7 @@ class Engine:
         side = int(math.sqrt(budget / max(tiling.bytes_per_pixel, 1)))
         return max(128, min(side, 4096))
 
-    def _tiled(self, call, x, extras: dict, tiling: Tiling, sink):
+    def _tiled(self, call, x, extras: dict, tiling: Tiling, sink, name: str = ""):
         import torch.nn.functional as F
 
         torch = _torch()
@@ -355,9 +373,10 @@ class Engine:
         while True:
             try:
                 if tile == 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):
+                    self.info(f"{name}: 1 tile (the whole {x.shape[-1]}x{x.shape[-2]} image)")
                     sink.write(0, call(x, extras, [(0, 0)] * x.shape[0]))
                 else:
-                    self._run_tiles(call, x, extras, tiling, tile, sink)
+                    self._run_tiles(call, x, extras, tiling, tile, sink, name)
                 return
             except Exception as exc:
                 if not (_is_oom(exc) and tiling.tileable):
@@ -371,7 +390,7 @@ class Engine:
                 tile = smaller
                 sink.reset(sink.grey).open((height * tiling.scale, width * tiling.scale))
 
-    def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int, sink):
+    def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int, sink, name: str = ""):
         """Process tiles row by row, handing each finished band of output rows to the sink."""
         torch = _torch()
         s = tiling.scale
@@ -380,6 +399,7 @@ class Engine:
         xs, _ = _windows(width, tile, tiling.overlap, tiling.multiple)
         wx = [_weights(xs, j, s, feather, x.device) for j in range(len(xs))]
         batch = self._batch_size(tiling, tile)
+        self.info(f"{name}: {len(ys) * len(xs)} tiles of {tile} px")
         bar = self.progress(total=len(ys) * len(xs), desc="tiles", unit="tile") if self.progress else None
         pending, top = None, 0  # float rows [top, top + pending rows) still receiving tiles
         try:
@@ -527,6 +547,11 @@ def _mixed(sink, row: int, band):
     rows = max(1, (1 << 22) // max(1, band[0, 0].numel() // band.shape[-2]))
     for start in range(0, band.shape[-2], rows):
         yield row + start, sink.mix(row + start, band[..., start:start + rows, :], sink.size)
+
+
+def model_label(model: Model) -> str:
+    """A model as messages and records name it: its registered name, or a user file's name."""
+    return os.path.basename(model.weights) if model.name.startswith("file:") and model.weights else model.name
 
 
 def pad_small(t):

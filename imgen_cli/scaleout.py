@@ -162,7 +162,7 @@ def plan(files: list[str], trees: tuple[Tree, ...], settings: batch.Settings) ->
     """
     todo, skipped, outputs = [], [], {}
     for source in files:
-        output, _ = batch.choose_output(source, None, settings, "", output_folder(source, trees))
+        output, _ = batch.choose_output(source, None, settings, None, output_folder(source, trees))
         if output in outputs:
             raise UsageError(f"{source} and {outputs[output]} would both be written to {output}")
         outputs[output] = source
@@ -214,7 +214,7 @@ class ChainActor:
         output = ""
         io = self.settings.output
         try:
-            output, fmt = batch.choose_output(source, data[:batch.HEAD], io, "",
+            output, fmt = batch.choose_output(source, data[:batch.HEAD], io, None,
                                                output_folder(source, self.settings.trees))
             if os.path.exists(output) and not io.overwrite:
                 return Result(source, output, SKIPPED, "", time.perf_counter() - started)
@@ -398,6 +398,14 @@ def _command(reporter, contexts, opts, *, address, actors, cpus_per_actor, gpus_
             raise UsageError(f"--{clash[0].replace('_', '-')} is an option of both imgen ray and the chain")
         if opts["overwrite"] and opts["skip_existing"]:
             raise UsageError("--overwrite and --skip-existing contradict each other")
+        # The CLI's batch options that a Ray job does its own way (it always walks subfolders).
+        for name, instead in (("suffix", "outputs keep their input's name under -o FOLDER"),
+                              ("name_template", "outputs keep their input's name under -o FOLDER"),
+                              ("dry_run", ""), ("as_json", "use --results FILE"), ("report", "use --results FILE"),
+                              ("jobs", "use --actors N")):
+            if opts.get(name) and not (name == "jobs" and opts[name] == 1):
+                flag = {"name_template": "name", "as_json": "json"}.get(name, name).replace("_", "-")
+                raise UsageError(f"imgen ray does not take --{flag}" + (f": {instead}" if instead else ""))
         io = batch.Settings(output=opts["output"], format=opts["format"], quality=opts["quality"],
                             strip=opts["strip"], overwrite=opts["overwrite"], max_pixels=opts["max_pixels"] or None)
         files, settings = prepare(words, opts["inputs"], io, device=opts["device"], precision=opts["precision"],

@@ -50,7 +50,9 @@ IMAGE_PART = "image"  # the multipart part holding the main image
 PIPELINES_PER_WORKER = 32  # chains kept parsed per worker (models are shared, so these are small)
 # Shared options that belong to the server (set on `imgen serve`) or to files, not to a request.
 SERVER_OPTIONS = ("device", "precision", "tile", "threads", "max_pixels")
-FILE_OPTIONS = ("inputs", "output", "overwrite", "skip_existing")
+# Options about files and runs of the CLI, which a request (one image in its body) has no use for.
+FILE_OPTIONS = ("inputs", "output", "overwrite", "skip_existing", "recursive", "suffix", "name_template",
+                "dry_run", "as_json", "report", "jobs")
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -128,7 +130,7 @@ class Log(Reporter):
 
     def __init__(self, quiet=False, verbose=False, debug=False):
         super().__init__(quiet, verbose, debug)
-        self.interactive = False
+        self.interactive = self.plain = False
         self._lock = threading.Lock()
 
     def error(self, message: str, exc: BaseException | None = None) -> None:
@@ -205,7 +207,8 @@ def parse_request_chain(text: str, fmt: str | None = None, quality: str | None =
                 source = sub.get_parameter_source(name)
                 if source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
                     continue
-                flag = "inputs" if name == "inputs" else "--" + name.replace("_", "-")
+                flag = "inputs" if name == "inputs" else next(
+                    max(p.opts, key=len) for p in sub.command.params if p.name == name)
                 reason = ("is set when the server starts (imgen serve " + flag + ")" if name in SERVER_OPTIONS
                           else "has no place in a request: the image is the request body")
                 raise RequestError(400, f"{flag} {reason}", "usage")

@@ -38,18 +38,30 @@ ENVIRONMENT = [
     ("XDG_DATA_HOME", "Base of the default user model folder."),
     ("IMGEN_SERVER", "The URL of a running imgen serve to send images to, as --server URL does."),
     ("NO_COLOR", "When set, listings (imgen plugins, imgen models) are printed without colour."),
+    ("TERM", "dumb: progress is printed as plain lines, without escape sequences or carriage returns."),
     ("CUDA_VISIBLE_DEVICES", "Which GPUs --device auto and --device cuda:N may use."),
 ]
 
 INPUT_RULES = [
     "Inputs are image files (PNG, JPEG, WebP, TIFF, BMP; GIF is read only), folders (their images, "
     "sorted by name, hidden files skipped), or - for standard input. With no input, standard input "
-    "is read when it is not a terminal.",
-    "By default each output is written beside its input, named after it and the command: "
-    "photo.jpg becomes photo-sr.jpg, and a chain names every step (photo-denoise-sr.jpg). "
-    "-o FILE names the output of a single input. -o FOLDER (an existing folder or a name ending in /, "
-    "and the only choice for several inputs) writes each output into that folder under its "
-    "input's name. -o - writes to standard output.",
+    "is read when it is not a terminal. A folder's subfolders are left out, and said so once, "
+    "unless -r (--recursive) is given. A folder never supplies files named like the outputs this "
+    "command writes beside its inputs (photo-sr-x4.jpg for imgen sr), so running the same command "
+    "on a folder twice never processes the first run's results; -v names the files left out.",
+    "By default each output is written beside its input, named after it, the command and, when the "
+    "size changes, the factor: photo.jpg becomes photo-sr-x4.jpg with imgen sr (photo-sr-x2.jpg "
+    "with --scale 2), photo-denoise.jpg with imgen denoise, and a chain names every step "
+    "(photo-denoise-sr-x2.jpg). --suffix TEXT names it STEM+TEXT instead (--suffix _big: "
+    "photo_big.jpg); --name TEMPLATE builds the whole name from the fields {stem} (the input's "
+    "name without extension), {ext} (its extension, changed to match --format), {command} (the "
+    "commands, joined by -), {scale} (the size factor, 1 when unchanged) and {model} (the models "
+    "run), e.g. --name '{stem}-{command}{scale}x.{ext}' gives photo-sr4x.jpg.",
+    "-o FILE names the output of a single input; with several inputs or a folder input it is a "
+    "usage error. -o FOLDER (an existing folder or a name ending in /, and the only choice for "
+    "several inputs) writes each output into that folder under its input's name (or the --suffix "
+    "or --name one); with -r it mirrors the input folders' subfolders. -o - writes to standard "
+    "output. Two inputs that would be written to one name are found before anything runs.",
     "Standard input goes to standard output unless -o says otherwise. Only image bytes are written "
     "to standard output, and never to a terminal; messages and progress go to standard error.",
     "The output format follows --format, else the output name's extension, else the input's format "
@@ -59,6 +71,24 @@ INPUT_RULES = [
     "An input is never overwritten. An existing output is replaced only with --overwrite, or "
     "skipped with --skip-existing. Outputs are written atomically, so an interrupted run leaves "
     "no partial file. A batch goes on past a bad input and ends with a summary.",
+]
+
+SCRIPTING_RULES = [
+    "--dry-run prints the plan, one line per input (input -> output, the models, and whether the "
+    "output exists), and stops: no model is loaded, nothing is read beyond the first bytes of each "
+    "input, nothing is written.",
+    "--json prints one JSON object per line on standard output: per input its input, output, "
+    "status (written, skipped or failed; planned with --dry-run), error, size_in and size_out "
+    "([width, height]), model, device, precision and seconds, then a summary (summary: true, "
+    "written, skipped, failed, seconds). When standard output carries the image, --json is a "
+    "usage error; --report FILE writes the same lines to a file.",
+    "--jobs N converts N files at once in threads, each with its share of the CPU threads "
+    "(--threads, default the cores divided by N); outputs are written and reported in the inputs' "
+    "order, with the same bytes as --jobs 1. It helps on the CPU when single images leave cores "
+    "idle (small images, decoding and encoding); on a GPU files run one at a time.",
+    "On a terminal, progress bars show images and tiles, then a status line while a large output is "
+    "encoded; with TERM=dumb progress is printed as plain lines. -v adds the model, device and "
+    "precision of each step, the tiles of each image and the time of each file.",
 ]
 
 CHAIN_RULES = [
@@ -300,6 +330,7 @@ def root_page(cli: click.Group, ctx: click.Context, names: list[str], version: s
         lines += option_entry(option, ctx)
     lines += [".SH CHAINS", *paragraphs(CHAIN_RULES)]
     lines += [".SH INPUT AND OUTPUT", *paragraphs(INPUT_RULES)]
+    lines += [".SH SCRIPTING AND PROGRESS", *paragraphs(SCRIPTING_RULES)]
     lines += [".SH EXIT STATUS"]
     for code, meaning in exit_statuses(errors):
         lines += [".TP", bold(str(code)), text_line(meaning)]

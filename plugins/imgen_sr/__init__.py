@@ -141,7 +141,7 @@ def register_commands(register):
         scale_option="scale",
         finish=_finish,
         examples=[
-            ("imgen sr photo.jpg", "Upscale 4x with the model for everyday photos; writes photo-sr.jpg"),
+            ("imgen sr photo.jpg", "Upscale 4x with the model for everyday photos; writes photo-sr-x4.jpg"),
             ("imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png", "2x with the model for clean, lossless images"),
             ("imgen sr --scale 4 --outscale 3.5 photo.jpg", "Any final factor: the x4 model, then a resize"),
             ("imgen sr --fit 1920x1080 photo.jpg -o wallpaper.png",
