@@ -131,9 +131,10 @@ def _number(value: float):
 
 
 def naming(command: str, scale: float = 1, model: str = "", suffix: str | None = None,
-           template: str | None = None) -> Naming:
+           template: str | None = None, size: str = "") -> Naming:
     """The Naming of a run: `--name TEMPLATE`, else `--suffix TEXT` (`{stem}TEXT.{ext}`), else
-    the default `{stem}-COMMAND.{ext}`, with `-xSCALE` when the run changes the size."""
+    the default `{stem}-COMMAND.{ext}`, with `-SIZE` for a target size (`800x600`, `w800`) or
+    `-xSCALE` when the run changes the size by a factor."""
     import string
 
     if suffix is not None and template is not None:
@@ -144,7 +145,8 @@ def naming(command: str, scale: float = 1, model: str = "", suffix: str | None =
         template = "{stem}" + suffix.replace("{", "{{").replace("}", "}}") + ".{ext}"
     explicit = template is not None
     if template is None:
-        template = "{stem}-{command}" + ("-x{scale}" if scale != 1 else "") + ".{ext}"
+        tag = f"-{size}" if size else "-x{scale}" if scale != 1 else ""
+        template = "{stem}-{command}" + tag + ".{ext}"
     if os.sep in template or "/" in template:
         raise UsageError(f"--name {template}: a file name, not a path (use -o FOLDER for folders)")
     fields = NAME_FIELDS

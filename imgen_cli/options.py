@@ -102,8 +102,9 @@ def shared_params(command=None) -> list[click.Parameter]:
                      help="Print one JSON record per input and a summary on stdout (JSON Lines)."),
         click.Option(["--report"], metavar="FILE",
                      help="Write the JSON records of --json to FILE (JSON Lines)."),
-        click.Option(["--jobs"], type=click.IntRange(1, 256), default=1, show_default=True,
-                     help="Files processed at once on the CPU, each with its share of the threads."),
+        click.Option(["--jobs"], default="auto", show_default=True, metavar="auto|N", callback=_jobs,
+                     help="Files processed at once on the CPU, each with its share of the threads; "
+                          "auto: 2 for several images of up to 4 MP, else 1."),
         click.Option(["--device"], default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
                      help="Where to run. A device named explicitly must exist."),
         click.Option(["--precision"], type=click.Choice(["auto", *PRECISIONS]), default="auto",
@@ -212,6 +213,17 @@ class BoxSize(tuple):
 
     def __str__(self) -> str:
         return f"{self[0]}x{self[1]}"
+
+
+def _jobs(ctx, param, value):
+    if value is None or value == "auto" or isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit() and 1 <= int(text) <= 256:
+        return int(text)
+    raise click.BadParameter(f"{value!r} is not auto or a number of files from 1 to 256", ctx=ctx, param=param)
 
 
 def finite_floats(params) -> list[click.Parameter]:

@@ -403,7 +403,7 @@ def _command(reporter, contexts, opts, *, address, actors, cpus_per_actor, gpus_
                               ("name_template", "outputs keep their input's name under -o FOLDER"),
                               ("dry_run", ""), ("as_json", "use --results FILE"), ("report", "use --results FILE"),
                               ("jobs", "use --actors N")):
-            if opts.get(name) and not (name == "jobs" and opts[name] == 1):
+            if opts.get(name) and not (name == "jobs" and opts[name] in (1, "auto")):
                 flag = {"name_template": "name", "as_json": "json"}.get(name, name).replace("_", "-")
                 raise UsageError(f"imgen ray does not take --{flag}" + (f": {instead}" if instead else ""))
         io = batch.Settings(output=opts["output"], format=opts["format"], quality=opts["quality"],

@@ -85,7 +85,8 @@ SCRIPTING_RULES = [
     "--jobs N converts N files at once in threads, each with its share of the CPU threads "
     "(--threads, default the cores divided by N); outputs are written and reported in the inputs' "
     "order, with the same bytes as --jobs 1. It helps on the CPU when single images leave cores "
-    "idle (small images, decoding and encoding); on a GPU files run one at a time.",
+    "idle (small images, decoding and encoding); the default, auto, runs 2 at once on the CPU for "
+    "several images of at most 4 megapixels, else 1. On a GPU files run one at a time.",
     "On a terminal, progress bars show images and tiles, then a status line while a large output is "
     "encoded; with TERM=dumb progress is printed as plain lines. -v adds the model, device and "
     "precision of each step, the tiles of each image and the time of each file.",

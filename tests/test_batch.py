@@ -114,6 +114,9 @@ def test_default_names_tell_scales_and_chains_apart(imgen, test_plugins, tmp_ima
     assert imgen(["sr", "--scale", "2", source, "--dry-run"]).stdout.split(" -> ")[1].startswith(
         str(tmp_path / "photo-sr-x2.png"))
     assert str(tmp_path / "photo-sr-x4.png") in imgen(["sr", "--scale", "4", source, "--dry-run"]).stdout
+    # A target size is named as such: the factor differs from image to image.
+    assert str(tmp_path / "photo-sr-300x200.png") in imgen(["sr", "--fit", "300x200", source, "--dry-run"]).stdout
+    assert str(tmp_path / "photo-denoise-w300.png") in imgen(["denoise", "--width", "300", source, "--dry-run"]).stdout
 
 
 def test_o_file_with_several_inputs_is_a_usage_error(imgen, test_plugins, tmp_image, tmp_path):
@@ -187,11 +190,11 @@ def test_dry_run_writes_and_loads_nothing(imgen, test_plugins, tmp_image, tmp_pa
 def test_jobs_2_writes_the_same_bytes_as_jobs_1(imgen, test_plugins, tmp_path):
     fold = tmp_path / "photos"
     fold.mkdir()
-    for name in ("kite.png", "wood.png", "bridge.png"):
-        (fold / name).write_bytes((DATA / name).read_bytes())
-        (fold / name.replace(".png", ".jpg")).write_bytes(_as_jpeg(DATA / name))
-    one = imgen(["denoise", fold, "-o", "one", "--jobs", "1", "--tile", "128"])
-    two = imgen(["denoise", fold, "-o", "two", "--jobs", "2", "--tile", "128", "-v"])
+    for name in ("kite", "wood", "bridge"):  # real photos, cropped small to keep the test fast
+        for fmt in ("PNG", "JPEG"):
+            (fold / f"{name}.{fmt.lower()}").write_bytes(_crop(DATA / f"{name}.png", fmt))
+    one = imgen(["denoise", fold, "-o", "one", "--jobs", "1", "--tile", "64"])
+    two = imgen(["denoise", fold, "-o", "two", "--tile", "64", "-v"])  # auto: 2 for small images
     assert one.exit_code == 0 and two.exit_code == 0, two.stderr
     assert "2 files at once" in two.stderr
     names = files(tmp_path / "one")
@@ -202,15 +205,26 @@ def test_jobs_2_writes_the_same_bytes_as_jobs_1(imgen, test_plugins, tmp_path):
     assert wrote == [f"two/{n}" for n in names]
 
 
-def _as_jpeg(path):
+def _crop(path, fmt):
     import io
 
     from PIL import Image
 
     out = io.BytesIO()
     with Image.open(path) as im:
-        im.convert("RGB").save(out, "JPEG", quality=90)
+        im.convert("RGB").crop((40, 60, 168, 156)).save(out, fmt, quality=90)
     return out.getvalue()
+
+
+def test_jobs_auto_runs_big_images_and_single_files_one_at_a_time(imgen, test_plugins, tmp_image, monkeypatch):
+    from imgen_cli import cli
+
+    monkeypatch.setattr(cli, "_cores", lambda: 4)
+    small = [tmp_image("a.png"), tmp_image("b.png", seed=1)]
+    assert "2 files at once, 2 torch threads each" in imgen(["invert", *small, "-o", "out", "-v"]).stderr
+    monkeypatch.setattr(cli, "AUTO_JOBS_MAX_PIXELS", 96 * 128 - 1)
+    assert "files at once" not in imgen(["invert", *small, "-o", "big", "-v"]).stderr
+    assert imgen(["invert", small[0], "--jobs", "0"]).exit_code == errors.USAGE
 
 
 # -- feedback -----------------------------------------------------------------------------------
@@ -250,7 +264,7 @@ def _on_terminal(args, term):
 @pytest.mark.parametrize("term", ["dumb", "xterm"])
 def test_progress_on_a_dumb_terminal_is_plain_text(tmp_path, term):
     proc, shown = _on_terminal(["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
-                                "-o", tmp_path / "out"], term)
+                                "-o", tmp_path / "out", "--jobs", "1"], term)
     assert proc.returncode == 0
     if term == "dumb":
         assert b"\x1b" not in shown and b"\r\r" not in shown and b"\r" not in shown.replace(b"\r\n", b"\n")

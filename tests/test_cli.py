@@ -399,8 +399,9 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
 def test_progress_bars_only_on_a_terminal(tmp_path):
     leader, follower = pty.openpty()
     try:
+        # (--jobs 1: tile bars are drawn when files run one at a time)
         proc = subprocess.run(imgen_cmd() + ["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
-                                             "-o", tmp_path / "out"],
+                                             "-o", tmp_path / "out", "--jobs", "1"],
                               stderr=follower, stdout=subprocess.PIPE, env=imgen_env(), timeout=120)
         os.set_blocking(leader, False)
         shown = b""
