@@ -71,7 +71,9 @@ def test_size_given_in_any_step_sizes_the_chains_output(imgen, tmp_path):
     assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
     # An explicit --scale is kept: x2, then enlarged to the target.
     result = run(imgen, ["sr", "--scale", "2", "--width", "144", source, "-o", "c.png", "-v"])
-    assert "sr-real-x2" not in result.stderr and read(tmp_path / "c.png").shape == (108, 144, 3)
+    # (no per-image choice is made: -v names the one model, never "MODEL for WxH -> ...")
+    assert " for 48x36" not in result.stderr and "model sr-real-x2 on" in result.stderr
+    assert read(tmp_path / "c.png").shape == (108, 144, 3)
 
 
 def test_blend_ends_are_exact_and_half_is_between(imgen, tmp_path):
