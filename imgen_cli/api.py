@@ -13,6 +13,7 @@ notebook loop, a Ray Data or Dask `map_batches`) pays for loading once per proce
 from __future__ import annotations
 
 import shlex
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,9 @@ class Pipeline:
         self.steps = [Step(spec.command, spec.options, model, blend=spec.blend, choices=self._choices(registry, spec))
                       for spec, model in zip(self.specs, models)]
         self.max_pixels = max_pixels or None
+        # The steps as they last ran in each thread: with a target size a step's model is chosen
+        # per image, and describe() names the one that ran.
+        self._ran = threading.local()
         self.engine = Engine(registry, device=device, precision=precision, tile=tile, threads=threads,
                              info=info, progress=progress)
 
@@ -91,11 +95,13 @@ class Pipeline:
 
     def describe(self) -> dict:
         """What runs: {"model", "device", "precision"}, steps joined by "+" (a step without a
-        model or not run yet left out; None when none is left)."""
+        model or not run yet left out; None when none is left). After an image, in the thread
+        that ran it: what ran for it (the model a target size chose)."""
         from .engine import model_label
 
-        models = [model_label(step.model) for step in self.steps if step.model is not None]
-        precisions = dict.fromkeys(p for p in map(self.engine.precision_of, self.steps) if p)
+        steps = getattr(self._ran, "steps", None) or self.steps
+        models = [model_label(step.model) for step in steps if step.model is not None]
+        precisions = dict.fromkeys(p for p in map(self.engine.precision_of, steps) if p)
         return {"model": "+".join(models) or None, "device": str(self.engine.device),
                 "precision": "+".join(precisions) or None}
 
@@ -136,7 +142,10 @@ class Pipeline:
                 raise InputError(f"{self.target} would make it {width}x{height}, {megapixels(height * width)}, "
                                  f"above the {megapixels(self.max_pixels)} limit (raise it with --max-pixels)",
                                  source)
-        return self.engine.run(array, self.steps, extras, source=source, target=self.target)
+        used: list = []
+        result = self.engine.run(array, self.steps, extras, source=source, target=self.target, used=used)
+        self._ran.steps = used
+        return result
 
     def __call__(self, image: Any, **inputs):
         """Process a numpy array, a PIL image or a path; returns the same kind (a path gives an array)."""

@@ -75,6 +75,7 @@ class Converted:
     warnings: tuple[str, ...]
     size_in: tuple[int, int]  # (width, height)
     size_out: tuple[int, int]
+    about: dict | None = None  # the pipeline's describe() for this image (the model a target size chose)
 
 
 # The fields of a name template (--name), for messages and help.
@@ -414,7 +415,8 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
     out_h, out_w = picture.array.shape[:2]
     with encoding((out_w, out_h)) if encoding is not None else contextlib.nullcontext():
         encoded, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
-    return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h))
+    about = pipeline.describe() if hasattr(pipeline, "describe") else None
+    return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h), about)
 
 
 def match_input(spec: ImageInput, value: str | None, source: str) -> str | None:
@@ -624,7 +626,8 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
                     summary.skipped += 1
                 else:
                     summary.written += 1
-                emit(record(job, outcome.status, done=outcome.done, seconds=outcome.seconds, about=about()))
+                emit(record(job, outcome.status, done=outcome.done, seconds=outcome.seconds,
+                            about=(outcome.done and outcome.done.about) or about()))
             if bar is not None:
                 bar.update(1)
     finally:

@@ -188,12 +188,13 @@ class Engine:
     # -- images ----------------------------------------------------------------------------
 
     def run(self, array, steps: list[Step], extras: list[dict] | None = None, source: str = "-",
-            target=None):
+            target=None, used: list | None = None):
         """Run a chain of steps on an (H, W, C) uint8/uint16 array; returns an array of the same dtype.
 
         `extras` holds, per step, its extra image inputs for this image: name -> (H, W, C) array.
         `target` (a sizing.Target) is the size of the output, for which steps with `choices`
-        pick their scale and the output is resized.
+        pick their scale and the output is resized; `used`, when given, receives the steps as
+        they ran (with the model each chose).
         Between steps the image stays a float tensor (on the device when it fits). The last step
         streams finished rows of tiles straight into the integer output array (through the
         banded resize to `target`), so a large image never holds a full-size float copy of its
@@ -216,6 +217,8 @@ class Engine:
                 last = k == len(steps) - 1
                 if goal is not None and step.choices:
                     step = self._choose(step, tuple(x.shape[-2:]), goal)
+                if used is not None:
+                    used.append(step)
                 sink = ArraySink(array.dtype, alpha is not None, goal) if last else TensorSink(home)
                 x, alpha = self._run_step(step, extras[k], x, alpha, source, sink)
             if alpha is not None:

@@ -49,6 +49,18 @@ def test_fit_picks_the_smallest_scale_that_reaches_the_box(imgen, tmp_path, size
         assert np.abs(read(tmp_path / "out.png").astype(int) - bicubic(plain, (out[1], out[0]))).max() <= 1
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_records_name_the_model_each_image_ran(imgen, tmp_path, jobs):
+    import json
+
+    crop(tmp_path, 40, 30, name="a.png")
+    crop(tmp_path, 10, 8, name="b.png")
+    result = run(imgen, ["sr", "--fit", "80x80", "a.png", "b.png", "-o", "out/", "--json", "--jobs", jobs])
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["input"], r["model"], r["size_out"]) for r in records[:2]] == [
+        ("a.png", "sr-real-x2", [80, 60]), ("b.png", "sr-real-x4", [80, 64])]
+
+
 def test_width_height_and_exact_size_as_a_final_resize(imgen, tmp_path):
     source = crop(tmp_path, 80, 60)
     run(imgen, ["denoise", "--sigma", "10", source, "-o", "plain.png"])
