@@ -214,7 +214,7 @@ def find_inputs(inputs: tuple[str, ...], stdin_is_tty: bool, recursive: bool = F
             found.below.setdefault(item, "")
             continue
         found.from_folder = True
-        count = len(found.sources)
+        count, left_out, own = len(found.sources), len(found.skipped_subfolders), len(found.own_outputs)
         for folder, subfolders, names in os.walk(item):
             subfolders.sort()
             visible = [d for d in subfolders if not d.startswith(".")]
@@ -240,7 +240,9 @@ def find_inputs(inputs: tuple[str, ...], stdin_is_tty: bool, recursive: bool = F
                     continue
                 found.sources.append(path)
                 found.below[path] = below
-        if len(found.sources) == count and not found.own_outputs:
+        if len(found.sources) == count and len(found.own_outputs) == own:
+            if len(found.skipped_subfolders) > left_out:
+                raise UsageError(f"{item}: no images in the folder itself; -r takes its subfolders' too")
             raise UsageError(f"{item}: folder has no images")
     if STDIO in found.sources and len(found.sources) > 1:
         raise UsageError("stdin (-) cannot be mixed with other inputs")

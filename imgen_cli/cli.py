@@ -182,6 +182,11 @@ def run_chain(ctx: click.Context, contexts: list[click.Context], server: str | N
         found = batch.find_inputs(opts["inputs"], stdin_is_tty=_isatty(sys.stdin), recursive=opts["recursive"],
                                   naming=naming, output=settings.output)
         _tell_left_out(found, reporter)
+        if not found.sources:
+            # Only earlier outputs of this command: nothing to do, which a rerun may well find.
+            reporter.say(f"nothing to do: the {len(found.own_outputs)} images found are named like outputs "
+                         "of this command (-v lists them)")
+            return 0
         jobs = batch.plan(found, settings, naming, stdout_is_tty=_isatty(sys.stdout))
         batch.refuse_collisions(jobs, found.sources + _protected_inputs(specs))
         if opts["as_json"] and any(job.output == batch.STDIO for job in jobs):

@@ -50,6 +50,19 @@ def test_a_folder_run_twice_never_takes_its_own_outputs(imgen, test_plugins, tmp
     assert imgen(["invert", fold, "--dry-run"]).stdout.count(" -> ") == 4
 
 
+def test_lowlight_on_a_folder_twice_as_the_issue_tells_it(imgen, test_plugins, tmp_path):
+    fold = tmp_path / "fold"
+    fold.mkdir()
+    (fold / "friends.jpg").write_bytes(_crop(DATA / "kite.png", "JPEG"))
+    assert imgen(["lowlight", fold]).exit_code == 0
+    for flags in ([], ["--skip-existing"], ["--overwrite"]):
+        imgen(["lowlight", fold, *flags])
+        assert files(fold) == ["friends-lowlight.jpg", "friends.jpg"]
+    (fold / "friends.jpg").unlink()
+    alone = imgen(["lowlight", fold])
+    assert alone.exit_code == 0 and "nothing to do" in alone.stderr and files(fold) == ["friends-lowlight.jpg"]
+
+
 def test_recursive_mirrors_the_tree_and_without_it_subfolders_are_mentioned_once(imgen, test_plugins, tmp_image,
                                                                                    tmp_path):
     fold = album(tmp_image, tmp_path / "fold", ["a.png"])
@@ -57,6 +70,8 @@ def test_recursive_mirrors_the_tree_and_without_it_subfolders_are_mentioned_once
     album(tmp_image, fold / "trip" / "day2", ["c.png"])
     album(tmp_image, fold / ".cache", ["hidden.png"])
 
+    only_subfolders = imgen(["invert", fold / "trip"])
+    assert only_subfolders.exit_code == errors.USAGE and "-r takes its subfolders' too" in only_subfolders.stderr
     flat = imgen(["invert", fold, "-o", tmp_path / "flat"])
     assert flat.exit_code == 0, flat.stderr
     assert files(tmp_path / "flat") == ["a.png"]
