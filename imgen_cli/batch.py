@@ -103,13 +103,20 @@ class Naming:
         return {"command": self.command, "scale": _number(self.scale), "model": self.model}
 
     def own(self, filename: str) -> bool:
-        """Whether `filename` looks like what this naming writes (any stem, any image extension):
-        a folder input never takes the outputs of an earlier run of the same command."""
+        """Whether `filename` looks like what this naming writes (any stem, any image extension;
+        for default names, any factor or size): a folder input never takes the outputs of an
+        earlier run of the same command."""
         return self._pattern().fullmatch(filename) is not None
 
     def _pattern(self):
         import re
         import string
+
+        if not self.explicit:
+            # Default names of this command at any factor or target size: an x2 run never takes
+            # the outputs of an x4 run either.
+            return re.compile("(.+)-" + re.escape(self.command) + r"(-x[0-9.]+|-[0-9]+x[0-9]+|-[wh][0-9]+)?"
+                              r"\.[A-Za-z0-9]+", re.IGNORECASE)
 
         # The extension a format adds or changes (with_extension): any extension matches.
         ending = re.fullmatch(r"(.*)\.(\{ext\}|[A-Za-z0-9]+)", self.template, re.DOTALL)

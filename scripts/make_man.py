@@ -47,7 +47,8 @@ INPUT_RULES = [
     "sorted by name, hidden files skipped), or - for standard input. With no input, standard input "
     "is read when it is not a terminal. A folder's subfolders are left out, and said so once, "
     "unless -r (--recursive) is given. A folder never supplies files named like the outputs this "
-    "command writes beside its inputs (photo-sr-x4.jpg for imgen sr), so running the same command "
+    "command writes beside its inputs (photo-sr.jpg, photo-sr-x2.jpg, photo-sr-x4.jpg for imgen sr, "
+    "at any factor or size; with --suffix or --name, what they make), so running the same command "
     "on a folder twice never processes the first run's results; -v names the files left out.",
     "By default each output is written beside its input, named after it, the command and, when the "
     "size changes, the factor: photo.jpg becomes photo-sr-x4.jpg with imgen sr (photo-sr-x2.jpg "

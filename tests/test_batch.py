@@ -46,8 +46,11 @@ def test_a_folder_run_twice_never_takes_its_own_outputs(imgen, test_plugins, tmp
     assert redone.exit_code == 0 and "2 written" in redone.stderr
     assert files(fold) == sorted(written)
     assert all((fold / name).read_bytes() == data for name, data in written.items())
-    # Another command's outputs are ordinary inputs.
-    assert imgen(["invert", fold, "--dry-run"]).stdout.count(" -> ") == 4
+    # An x2 run leaves out the x4 run's outputs too; another command's outputs are ordinary inputs.
+    assert files(fold)[0] == "a-tinyup-x2.jpg"
+    (fold / "a-tinyup-x4.jpg").write_bytes((fold / "a-tinyup-x2.jpg").read_bytes())
+    assert imgen(["tinyup", fold, "--dry-run", "--overwrite"]).stdout.count(" -> ") == 2
+    assert imgen(["invert", fold, "--dry-run"]).stdout.count(" -> ") == 5
 
 
 def test_lowlight_on_a_folder_twice_as_the_issue_tells_it(imgen, test_plugins, tmp_path):
