@@ -33,7 +33,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import io as imageio_
@@ -122,14 +122,14 @@ class Naming:
         ending = re.fullmatch(r"(.*)\.(\{ext\}|[A-Za-z0-9]+)", self.template, re.DOTALL)
         base = ending.group(1) if ending else self.template
         parts = []
-        for literal, field, spec, _ in string.Formatter().parse(base):
+        for literal, name, spec, _ in string.Formatter().parse(base):
             parts.append(re.escape(literal))
-            if field == "stem":
+            if name == "stem":
                 parts.append("(.+)")
-            elif field == "ext":
+            elif name == "ext":
                 parts.append("[^.]*")
-            elif field is not None:
-                parts.append(re.escape(format(self._fixed()[field], spec)))
+            elif name is not None:
+                parts.append(re.escape(format(self._fixed()[name], spec)))
         return re.compile("".join(parts) + r"\.[A-Za-z0-9]+", re.IGNORECASE)
 
 
@@ -157,15 +157,14 @@ def naming(command: str, scale: float = 1, model: str = "", suffix: str | None =
         template = "{stem}-{command}" + tag + ".{ext}"
     if os.sep in template or "/" in template:
         raise UsageError(f"--name {template}: a file name, not a path (use -o FOLDER for folders)")
-    fields = NAME_FIELDS
     try:
-        used = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        used = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
         raise UsageError(f"--name {template}: {exc} (write {{{{ and }}}} for braces)") from None
-    for field in used:
-        if field not in fields:
-            raise UsageError(f"--name {template}: unknown field {{{field}}} "
-                             f"(use {', '.join('{' + f + '}' for f in fields)})")
+    for name in used:
+        if name not in NAME_FIELDS:
+            raise UsageError(f"--name {template}: unknown field {{{name}}} "
+                             f"(use {', '.join('{' + f + '}' for f in NAME_FIELDS)})")
     result = Naming(template, command=command, scale=scale, model=model, explicit=explicit)
     try:
         result.render("x", "png")
@@ -185,8 +184,9 @@ class Inputs:
     # and for a folder's own files), which an output folder mirrors.
     below: dict[str, str]
     from_folder: bool = False
-    skipped_subfolders: list[str] = None  # subfolders left out without --recursive
-    own_outputs: list[str] = None  # files (and the output folder) left out as outputs of this command
+    skipped_subfolders: list[str] = field(default_factory=list)  # left out without --recursive
+    own_outputs: list[str] = field(default_factory=list)  # files left out as outputs of this command
+    output_folders: list[str] = field(default_factory=list)  # -o FOLDER inside an input, not walked
 
 
 def expand_inputs(inputs: tuple[str, ...], stdin_is_tty: bool) -> list[str]:
@@ -213,7 +213,7 @@ def find_inputs(inputs: tuple[str, ...], stdin_is_tty: bool, recursive: bool = F
         return Inputs([STDIO], {STDIO: ""})
     if list(inputs).count(STDIO) > 1:
         raise UsageError("stdin (-) can be read only once")
-    found = Inputs([], {}, skipped_subfolders=[], own_outputs=[])
+    found = Inputs([], {})
     out_folder = os.path.realpath(output) if output and output != STDIO else None
     for item in inputs:
         if item == STDIO or not os.path.isdir(item):
@@ -231,7 +231,7 @@ def find_inputs(inputs: tuple[str, ...], stdin_is_tty: bool, recursive: bool = F
             elif out_folder is not None:
                 # Outputs mirrored into a folder below the input are never read back as inputs.
                 kept = [d for d in visible if os.path.realpath(os.path.join(folder, d)) != out_folder]
-                found.own_outputs += [os.path.join(folder, d) for d in visible if d not in kept]
+                found.output_folders += [os.path.join(folder, d) for d in visible if d not in kept]
                 visible = kept
             subfolders[:] = visible
             below = os.path.relpath(folder, item)

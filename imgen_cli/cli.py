@@ -284,9 +284,10 @@ def _tell_left_out(found, reporter: Reporter) -> None:
         first = found.skipped_subfolders[0]
         more = f" and {count - 1} more" if count > 1 else ""
         reporter.say(f"left out subfolder {first}{more} (use -r to include subfolders)")
-    for path in found.own_outputs or ():
-        what = "the output folder" if os.path.isdir(path) else "named like an output of this command"
-        reporter.info(f"{path}: left out, {what}")
+    for path in found.output_folders:
+        reporter.info(f"{path}: left out, the output folder")
+    for path in found.own_outputs:
+        reporter.info(f"{path}: left out, named like an output of this command")
 
 
 # --jobs auto: benchmarks/bench_jobs.py measured 2 files at once, each with half the threads,
