@@ -291,7 +291,8 @@ def _tell_left_out(found, reporter: Reporter) -> None:
 
 
 # --jobs auto: benchmarks/bench_jobs.py measured 2 files at once, each with half the threads,
-# 1.86x as fast as one at a time with all of them (denoise, 40 JPEG crops of 400x300, 2 cores).
+# 1.71x as fast as one at a time with all of them (1.86x under heavier load; denoise, 40 JPEG
+# crops of 400x300, 2 cores).
 # Small images leave cores idle between and inside their few, short operations; big ones are
 # tiled and keep the threads busy, and two of them in memory at once would double the peak.
 AUTO_JOBS, AUTO_JOBS_MAX_PIXELS = 2, 4_000_000
