@@ -186,6 +186,13 @@ def step_params() -> list[click.Parameter]:
     ])
 
 
+def host_options() -> tuple[set[str], set[str]]:
+    """(flags, parameter names) of the options the host adds to every command: a plugin command
+    declaring one of them would shadow it or be shadowed (see plugins.Registry)."""
+    params = [p for p in (*shared_params(), *step_params()) if isinstance(p, click.Option)]
+    return {opt for p in params for opt in (*p.opts, *p.secondary_opts)}, {p.name for p in params}
+
+
 class Box(click.ParamType):
     """`WxH`, two whole numbers of pixels (1..MAX_SIDE): a (width, height) tuple."""
 

@@ -170,6 +170,12 @@ class Registry:
         if command.name in self.commands:
             raise ValueError(
                 f"command {command.name!r} is already registered by plugin {self.command_owner[command.name]!r}")
+        flags, names = _host_options()
+        for param in command.params:
+            taken = [opt for opt in (*param.opts, *getattr(param, "secondary_opts", ())) if opt in flags]
+            if taken or param.name in names:
+                raise ValueError(f"command {command.name!r} declares {(taken or param.opts)[0]}, an option "
+                                 "the host adds to every command")
         self.commands[command.name] = command
         self.command_owner[command.name] = info.name
         info.commands.append(command.name)
@@ -257,3 +263,15 @@ def set_registry(registry: Registry | None) -> None:
     """Replace the process-wide registry (tests build their own world with this)."""
     global _registry
     _registry = registry
+
+
+_HOST_OPTIONS: tuple[set[str], set[str]] | None = None
+
+
+def _host_options() -> tuple[set[str], set[str]]:
+    global _HOST_OPTIONS
+    if _HOST_OPTIONS is None:
+        from .options import host_options
+
+        _HOST_OPTIONS = host_options()
+    return _HOST_OPTIONS

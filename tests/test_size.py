@@ -151,6 +151,23 @@ def test_a_target_over_max_pixels_is_refused_per_file(imgen, tmp_path):
     assert result.exit_code == 1 and "above the 1 MP limit" in result.stderr
 
 
+def test_a_plugin_declaring_a_host_option_is_refused(imgen_registry):
+    import types
+
+    import click
+
+    from imgen_cli import Command, hookimpl
+
+    def register_commands(register):
+        register(Command("shrink", "Declares its own --width.", lambda x, ctx: x,
+                         params=[click.Option(["--width"], type=int)]))
+
+    plugin = types.SimpleNamespace(register_commands=hookimpl(register_commands))
+    info = imgen_registry.add(plugin, "clash")
+    assert "shrink" not in imgen_registry.commands
+    assert "declares --width, an option the host adds to every command" in info.error
+
+
 def test_python_api_takes_them_from_the_chain_string(tmp_path):
     from imgen_cli import UsageError
     from imgen_cli.api import Pipeline
