@@ -10,7 +10,7 @@ import math
 
 import click
 
-from .contract import PRECISIONS
+from .contract import DEVICE_KINDS, PRECISIONS
 from .io import DEFAULT_MAX_PIXELS, FORMATS
 
 
@@ -57,6 +57,11 @@ def _paths(incomplete: str, suffixes: tuple[str, ...] = ()) -> list[str]:
             and (e.is_dir() or not suffixes or e.name.lower().endswith(suffixes))]
 
 
+def _complete_device(ctx, param, incomplete):
+    # The kinds only: listing cuda:N would import torch on every TAB.
+    return [kind for kind in ("auto", *DEVICE_KINDS) if kind.startswith(incomplete)]
+
+
 def verbosity_options(f):
     f = click.option("--debug", is_flag=True, help="Show tracebacks for errors.")(f)
     f = click.option("-v", "--verbose", is_flag=True, help="More messages on stderr.")(f)
@@ -100,13 +105,13 @@ def shared_params(command=None) -> list[click.Parameter]:
                      help="Print what would be done (input -> output, model) and stop: nothing loaded or written."),
         click.Option(["--json", "as_json"], is_flag=True,
                      help="Print one JSON record per input and a summary on stdout (JSON Lines)."),
-        click.Option(["--report"], metavar="FILE",
+        click.Option(["--report"], metavar="FILE", type=click.Path(readable=False),
                      help="Write the JSON records of --json to FILE (JSON Lines)."),
         click.Option(["--jobs"], default="auto", show_default=True, metavar="auto|N", callback=_jobs,
                      help="Files processed at once on the CPU, each with its share of the threads; "
                           "auto: 2 for several images of up to 4 MP, else 1."),
         click.Option(["--device"], default="auto", show_default=True, metavar="auto|cpu|cuda|cuda:N|mps",
-                     help="Where to run. A device named explicitly must exist."),
+                     shell_complete=_complete_device, help="Where to run. A device named explicitly must exist."),
         click.Option(["--precision"], type=click.Choice(["auto", *PRECISIONS]), default="auto",
                      show_default=True, help="auto: fp16 on GPUs for models that support it, fp32 on CPU."),
         click.Option(["--tile"], default="auto", show_default=True, metavar="auto|PIXELS|0",

@@ -267,6 +267,12 @@ def test_paths_complete_for_output_and_mask(folder):
     assert protocol(["imgen", "sr", "--output", "ou"], folder) == [("file", "ou")]
     assert protocol(["imgen", "inpaint", "--mask", "m"], folder) == [("file", "m")]
     assert protocol(["imgen", "sr", "ph"], folder) == [("file", "ph")]
+    assert protocol(["imgen", "sr", "--report", "r"], folder) == [("file", "r")]
+
+
+def test_devices_complete_without_torch(folder):
+    assert bash(["imgen", "sr", "--device", ""], folder) == ["auto", "cpu", "cuda", "mps"]
+    assert protocol(["imgen", "denoise", "--device", "c"], folder) == [("plain", "cpu"), ("plain", "cuda")]
 
 
 def test_after_a_plus_only_chainable_commands(folder):
