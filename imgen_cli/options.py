@@ -165,7 +165,7 @@ def generic_examples(command) -> list[tuple[str, str]]:
                        for n in required)
 
     return [
-        (f"imgen {name}{needs(False)} photo.jpg", f"One image; writes photo-{name}.jpg beside it"),
+        (f"imgen {name}{needs(False)} photo.jpg", "One image; the result is written beside it, named after it and the command"),
         (f"imgen {name}{needs(True)} photos/ -o out/", "Every image of a folder, into another folder"),
         (f"imgen {name}{needs(False)} - < in.png > out.png", "Standard input to standard output (PNG)"),
     ]

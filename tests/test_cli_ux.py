@@ -153,6 +153,28 @@ def test_every_command_has_examples_in_its_help(imgen, test_plugins):
     assert "\nExamples:\n  Upscale a photo 4x" in imgen(["--help"]).stdout
 
 
+def test_every_example_of_a_chain_parses(imgen_registry):
+    """Each example that runs commands (not a pipe or a host command) is a valid command line."""
+    import click
+
+    from imgen_cli import chain
+    from imgen_cli.cli import HOST_COMMANDS, cli
+
+    examples = list(cli.examples)
+    for name in imgen_registry.commands:
+        examples += chain.click_command(imgen_registry, name).examples
+    checked = 0
+    for line, _ in examples:
+        words = shlex.split(line)
+        if words[0] != "imgen" or words[1] in HOST_COMMANDS or set(words) & {"|", "<", ">", "&"} or ";" in line:
+            continue
+        contexts = chain.parse_contexts(words[1:], imgen_registry, click.Context(cli, info_name="imgen"),
+                                        reserved=HOST_COMMANDS)
+        chain.merge_shared(contexts)
+        checked += 1
+    assert checked >= 20
+
+
 def test_every_man_page_has_examples():
     pages = sorted((ROOT / "man").glob("*.1"))
     assert len(pages) == 13

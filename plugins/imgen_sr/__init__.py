@@ -147,6 +147,7 @@ def register_commands(register):
             ("imgen sr --fit 1920x1080 photo.jpg -o wallpaper.png",
              "Fit a screen: the smallest scale that reaches it, then a resize"),
             ("imgen sr --model RealESRGAN_x4plus.pth photos/ -o big/", "A community model file over a folder"),
+            ("imgen sr --scale 2 photos/ --name '{stem}@2x.{ext}'", "Outputs named from a template"),
             ("imgen denoise + sr --scale 2 noisy.jpg -o big.png", "Denoise first, in the same process"),
         ],
         build_model=_build,
