@@ -521,7 +521,7 @@ def _compute(job: Job, pipeline, settings: Settings, convert, reporter=None, sho
     encoding = None
     if reporter is not None and show_encoding and job.output != STDIO:
         def encoding(size):
-            return reporter.phase(f"writing {job.output}, {size[0] * size[1] / 1e6:.1f} MP…")
+            return reporter.phase(f"writing {job.output}, {imageio_.megapixels(size[0] * size[1])}…")
     data = read_input(job.source, max_pixels=settings.max_pixels)
     if encoding is not None:
         done = convert(pipeline, data, job.source, job.format, settings, encoding=encoding)
@@ -556,7 +556,7 @@ def record(job: Job, status: str, error: str | None = None, done: Converted | No
             **(about or {"model": None, "device": None, "precision": None}), "seconds": round(seconds, 3)}
 
 
-def _staged(jobs: list[Job], compute, workers: int):
+def _staged(jobs: list[Job], compute, workers: int, cancel=None):
     """(job, result()) in the order of `jobs`; with workers > 1, up to `workers` jobs computing
     at once in threads ahead of the one handed out (torch and the codecs release the GIL)."""
     if workers <= 1:
@@ -568,6 +568,7 @@ def _staged(jobs: list[Job], compute, workers: int):
 
     pool = ThreadPoolExecutor(workers, thread_name_prefix="imgen-job")
     window: deque = deque()
+    finished = False
     try:
         for job in jobs:
             window.append((job, pool.submit(compute, job)))
@@ -577,9 +578,12 @@ def _staged(jobs: list[Job], compute, workers: int):
         while window:
             ready, future = window.popleft()
             yield ready, future.result
+        finished = True
     finally:
-        # An early end (a failure that stops the batch, Ctrl-C) starts no further job; those
-        # running finish in the background and write nothing (writes happen in the caller).
+        # An early end (a failure that stops the batch, Ctrl-C) starts no further job, and those
+        # running stop at their next tile (`cancel`); they write nothing (the caller writes).
+        if not finished and cancel is not None:
+            cancel()
         pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -603,7 +607,10 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
     def compute(job):
         return _compute(job, pipeline, settings, convert, reporter, show_encoding=workers <= 1)
 
-    staged = _staged(jobs, compute, workers)
+    engine = getattr(pipeline, "engine", None)
+    if hasattr(engine, "cancelled"):
+        engine.cancelled.clear()
+    staged = _staged(jobs, compute, workers, cancel=engine.cancelled.set if hasattr(engine, "cancelled") else None)
     try:
         for job, result in staged:
             try:

@@ -50,6 +50,10 @@ class Step:
     choices: Mapping[int, Model] = dataclasses.field(default_factory=dict)
 
 
+class Cancelled(Exception):
+    """Raised in a thread still running an image after its batch stopped (Engine.cancelled)."""
+
+
 class _ReducedPrecisionFailed(Exception):
     """A process call in fp16/bf16 gave non-finite values: the step is redone in fp32."""
 
@@ -99,6 +103,9 @@ class Engine:
         self._dtypes: dict[tuple[str, str] | None, Any] = {}
         # --jobs runs images in threads: a model is loaded, and a precision decided, once.
         self._lock = threading.RLock()
+        # Set when a batch stops (Ctrl-C) while --jobs threads still run images: they stop at
+        # their next tile instead of finishing images nobody will write.
+        self.cancelled = threading.Event()
         if threads:
             torch.set_num_threads(int(threads))
 
@@ -402,7 +409,7 @@ class Engine:
         xs, _ = _windows(width, tile, tiling.overlap, tiling.multiple)
         wx = [_weights(xs, j, s, feather, x.device) for j in range(len(xs))]
         batch = self._batch_size(tiling, tile)
-        self.info(f"{name}: {len(ys) * len(xs)} tiles of {tile} px")
+        self.info(f"{name}: {len(ys) * len(xs)} tiles of {xs[0][1] - xs[0][0]}x{ys[0][1] - ys[0][0]} px")
         bar = self.progress(total=len(ys) * len(xs), desc="tiles", unit="tile") if self.progress else None
         pending, top = None, 0  # float rows [top, top + pending rows) still receiving tiles
         try:
@@ -413,6 +420,8 @@ class Engine:
                     carried = pending[..., y0 * s - top:, :]
                 band = None
                 for start in range(0, len(xs), batch):
+                    if self.cancelled.is_set():
+                        raise Cancelled
                     cols = range(start, min(start + batch, len(xs)))
                     tiles = torch.cat([x[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols])
                     crops = {k: torch.cat([v[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols]) for k, v in extras.items()}

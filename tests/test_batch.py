@@ -234,6 +234,28 @@ def _crop(path, fmt):
     return out.getvalue()
 
 
+def test_ctrl_c_with_jobs_stops_the_running_images_too(tmp_path):
+    import signal
+    import time
+
+    # 81 tiles of 0.2 s per image: finishing the two running images would take over 16 s.
+    proc = subprocess.Popen(imgen_cmd() + ["slow", DATA / "kite.png", DATA / "wood.png", DATA / "bridge.png",
+                                           "--tile", "32", "--jobs", "2", "-o", tmp_path / "out", "-v"],
+                            stderr=subprocess.PIPE, env=imgen_env())
+    started = []
+    while len(started) < 2:  # both images are running their tiles
+        line = proc.stderr.readline().decode()
+        assert line, "imgen ended before running its images"
+        started += [line] if "tiles of" in line else []
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
+    err = proc.communicate(timeout=60)[1].decode()
+    assert proc.returncode == errors.INTERRUPTED and time.monotonic() - signalled < 8
+    assert err.strip().splitlines()[-1] == "imgen: interrupted" and "Traceback" not in err
+    assert os.listdir(tmp_path) == []
+
+
 def test_jobs_auto_runs_big_images_and_single_files_one_at_a_time(imgen, test_plugins, tmp_image, monkeypatch):
     from imgen_cli import cli
 
@@ -254,8 +276,8 @@ def test_verbose_tells_model_device_precision_tiles_and_time(imgen, test_plugins
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert "imgen: tinyup: model tiny-x2 on cpu, fp32" in lines
-    assert any(line.startswith(f"imgen: {source}: tinyup: ") and " tiles of 128 px" in line for line in lines)
-    assert "imgen: writing out.png, 0.2 MP…" in lines
+    assert any(re.fullmatch(rf"imgen: {source}: tinyup: \d+ tiles of 1\d\dx1\d\d px", line) for line in lines)
+    assert "imgen: writing out.png, 0.24 MP…" in lines
     assert any(line.startswith("imgen: wrote out.png (300x200 -> 600x400) in ") and line.endswith(" s")
                for line in lines)
 
@@ -289,7 +311,7 @@ def test_progress_on_a_dumb_terminal_is_plain_text(tmp_path, term):
         text = shown.decode().replace("\r\n", "\n")
         assert re.search(r"^imgen: tiles (\d+)/\1 tile \(100%\)$", text, re.M)
         assert "imgen: images 2/2 img (100%)" in text
-        assert f"imgen: writing {tmp_path / 'out' / 'kite.png'}, 0.1 MP…" in text
+        assert f"imgen: writing {tmp_path / 'out' / 'kite.png'}, 0.066 MP…" in text
     else:
         # The bar, then the encode phase as a status line of its own.
         assert b"tiles" in shown and b"\r" in shown
