@@ -308,13 +308,18 @@ def _auto_jobs(jobs, device: str) -> int:
 
         if torch.cuda.is_available() or (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
             return 1
+    import warnings
+
     from PIL import Image
 
     for job in jobs:
         try:
-            with Image.open(job.source) as im:
-                if im.width * im.height > AUTO_JOBS_MAX_PIXELS:
-                    return 1
+            # The header only; a huge one's bomb warning is for its own turn to give.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(job.source) as im:
+                    if im.width * im.height > AUTO_JOBS_MAX_PIXELS:
+                        return 1
         except Exception:  # unreadable here: its own turn reports why
             continue
     return AUTO_JOBS
