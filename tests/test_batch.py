@@ -267,6 +267,14 @@ def test_jobs_auto_runs_big_images_and_single_files_one_at_a_time(imgen, test_pl
     assert imgen(["invert", small[0], "--jobs", "0"]).exit_code == errors.USAGE
 
 
+def test_imgen_ray_refuses_the_local_batch_options(imgen, test_plugins, tmp_image):
+    source = tmp_image("in.png")
+    for option, hint in ((["--json"], "--results FILE"), (["--jobs", "2"], "--actors N"),
+                         (["--suffix", "_x"], "keep their input's name")):
+        result = imgen(["ray", "invert", source, "-o", "out", *option])
+        assert result.exit_code == errors.USAGE and hint in result.stderr, result.stderr
+
+
 # -- feedback -----------------------------------------------------------------------------------
 
 
