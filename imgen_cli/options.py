@@ -85,7 +85,7 @@ def shared_params(command=None) -> list[click.Parameter]:
         click.Argument(["inputs"], nargs=-1, type=click.Path(), metavar="[INPUT]..."),
         # A Path so that the shell completes file names; it is written, so not checked for reading.
         click.Option(["-o", "--output"], metavar="PATH", type=click.Path(readable=False),
-                     help="Output file, folder (for several inputs) or - for stdout. "
+                     help="Output file (one input), folder (several inputs, or a folder input) or - for stdout. "
                           "Default: a new file beside each input; stdout for stdin."),
         click.Option(["--format"], type=click.Choice(sorted(FORMATS) + ["jpg", "tif"], case_sensitive=False),
                      help="Output format. Default: from the output name, else the input's format (PNG on stdout)."),
@@ -97,7 +97,8 @@ def shared_params(command=None) -> list[click.Parameter]:
                      help="Take the images of subfolders too; -o FOLDER mirrors the tree."),
         click.Option(["--suffix"], metavar="TEXT",
                      help="Name outputs STEM+TEXT.EXT (--suffix _big: photo_big.jpg). "
-                          "Default: -COMMAND, plus -xSCALE when the size changes (photo-sr-x4.jpg)."),
+                          "Default: -COMMAND, plus -xSCALE when the size changes (photo-sr-x4.jpg), "
+                          "or the target size (photo-sr-1920x1080.jpg)."),
         click.Option(["--name", "name_template"], metavar="TEMPLATE",
                      help="Name outputs from a template with the fields {stem}, {ext}, {command}, {scale}, "
                           "{model} (--name '{stem}-{command}{scale}x.{ext}'); also in -o FOLDER."),
