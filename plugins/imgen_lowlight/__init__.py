@@ -94,6 +94,7 @@ def register_commands(register):
             examples=[
                 ("imgen lowlight dark.jpg", "Brighten an under-exposed photo; writes dark-lowlight.jpg"),
                 ("imgen lowlight --exposure 0.6 night/ -o brighter/", "Brighter, over a folder"),
+                ("imgen lowlight night/ --suffix _bright", "Outputs beside the inputs: night/a.jpg -> night/a_bright.jpg"),
                 ("imgen lowlight --no-denoise dark.png -o out.png", "Without smoothing flat areas"),
                 ("imgen denoise + lowlight night.jpg -o fixed.jpg", "A grainy night shot: denoise first, in one process"),
             ],
