@@ -33,8 +33,9 @@ class Tiling:
             inpainting). The engine then never tiles and OOM is a plain error.
         multiple: input height and width must be a multiple of this (the engine pads by
             reflection and crops the output back).
-        bytes_per_pixel: rough peak memory per input pixel of one process call, used by
-            `--tile auto` to size tiles from free memory.
+        bytes_per_pixel: peak memory per input pixel of one process call (measure it: the
+            network's activations, not the image), used by `--tile auto` to size tiles from what
+            the memory budget leaves; too high only makes tiles smaller and runs slower.
     """
 
     scale: int = 1
@@ -185,8 +186,14 @@ class Command:
             makes filled pixels opaque) sets `ctx.output_alpha` to a whole-image (N, 1, H, W)
             tensor in 0..1, from a process that is not tiled (`Tiling(tileable=False)`) or from
             finish; the host writes that instead.
-        finish: optional `finish(y, ctx) -> y` after tiling, on the whole output (a final resize);
-            any size, the same N and C, finite values.
+        output_size: optional `output_size(ctx) -> (height, width) | None`: the size the host
+            resizes the step's output to (a final factor such as sr's --outscale), from
+            `ctx.image_size`, `ctx.scale` and the options; None keeps the output as process made
+            it. The host resizes (bicubic, antialiased when shrinking, as `imgen_cli.resize`) band
+            by band as tiles finish, so no whole float copy of the output is ever held.
+        finish: optional `finish(y, ctx) -> y` after tiling, on the whole output; any size, the
+            same N and C, finite values. It holds the step's whole output as float (12 bytes per
+            RGB pixel): for a resize, use `output_size`.
         build_model: optional `build_model(state_dict) -> network or Loaded` for `--model FILE`:
             builds this command's own architecture from a user's weights file (a fine-tuned model).
         model_purposes: spandrel purposes ("SR", "Restoration", "Inpainting", ...) whose models this
@@ -215,6 +222,7 @@ class Command:
     validate: ValidateFn | None = None
     channels: int | None = 3
     alpha: Literal["separate", "keep"] = "separate"
+    output_size: Callable[["Context"], Union[tuple[int, int], None]] | None = None
     finish: ProcessFn | None = None
     build_model: Callable[[dict], Any] | None = None
     model_purposes: tuple[str, ...] = ()

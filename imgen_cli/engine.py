@@ -22,10 +22,12 @@ from typing import Any, Callable, Mapping
 
 from .contract import PRECISIONS, Command, Context, Loaded, Model, Tiling
 from .errors import DeviceError, ImgenError, PluginError, UsageError, reason
-from .filters import resize
+from .filters import BandResize, resize
 
 DTYPES = dict(zip(PRECISIONS, ("float32", "float16", "bfloat16")))
 MIN_TILE = 32
+# --tile auto never goes below this: smaller tiles spend too much time on their overlaps.
+MIN_AUTO_TILE = 512
 # Images with a side below this run padded to it (see pad_small) and are cropped back.
 MIN_SIDE = 16
 
@@ -101,6 +103,7 @@ class Engine:
         self._fresh: dict[tuple[str, str], Loaded] = {}
         self._ready: dict[tuple[tuple[str, str], Any], Loaded] = {}
         self._dtypes: dict[tuple[str, str] | None, Any] = {}
+        self._tile_note = ""  # how --tile auto chose the tile size, for --verbose
         # --jobs runs images in threads: a model is loaded, and a precision decided, once.
         self._lock = threading.RLock()
         # Set when a batch stops (Ctrl-C) while --jobs threads still run images: they stop at
@@ -336,11 +339,18 @@ class Engine:
 
         spatial_tensors = {k: v for k, v in tensors.items() if k in spatial}
         label = command.name if source in ("-", "") else f"{source}: {command.name}"
+        target = sink if command.finish is None else TensorSink(x.device).reset(False)
+        size = command.output_size(ctx) if command.output_size is not None else None
+        if size is not None:
+            if not (len(size) == 2 and all(isinstance(n, int) and n >= 1 for n in size)):
+                raise PluginError(f"{command.name}: output_size returned {size!r}, not (height, width) >= 1", source)
+            if tuple(size) != (height * tiling.scale, width * tiling.scale):
+                target = ResizeSink(target, tuple(size))
         if command.finish is None:
-            self._tiled(call, x, spatial_tensors, tiling, sink, label)
+            self._tiled(call, x, spatial_tensors, tiling, target, label)
             return ctx
-        whole = TensorSink(x.device).reset(False)
-        self._tiled(call, x, spatial_tensors, tiling, whole, label)
+        whole = target.inner if isinstance(target, ResizeSink) else target
+        self._tiled(call, x, spatial_tensors, tiling, target, label)
         y = whole.result()
         expected = (*y.shape[:2], None, None)  # finish may resize
         y = command.finish(y.to(self.device, dtype), ctx)
@@ -350,20 +360,36 @@ class Engine:
         sink.write(0, y)
         return ctx
 
-    def tile_size(self, tiling: Tiling) -> int:
-        """Tile side in input pixels; 0 means the whole image in one call."""
+    def tile_size(self, tiling: Tiling, held: int = 0, channels: int = 3) -> int:
+        """Tile side in input pixels; 0 means the whole image in one call.
+
+        On the CPU the memory budget (`IMGEN_MEMORY`) is for the whole process: tiles get what is
+        left once what the process holds now (interpreter, torch, models, the decoded image and
+        its float copy) and `held` (buffers the step will still allocate: the output array, the
+        overlaps) are taken out. A tile costs its process call (`bytes_per_pixel`) plus the
+        engine's float copies of its output (three at `channels` x 4 bytes per output pixel).
+        """
+        self._tile_note = ""
         if not tiling.tileable or self.tile == 0:
             return 0
         if isinstance(self.tile, int):
             return self.tile
         torch = _torch()
+        per_pixel = max(tiling.bytes_per_pixel, 1) + 3 * tiling.scale ** 2 * channels * 4
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
-            budget = free * 0.5
+            left = free * 0.5
         else:
-            budget = min(_available_memory() * 0.25, memory_budget())
-        side = int(math.sqrt(budget / max(tiling.bytes_per_pixel, 1)))
-        return max(128, min(side, 4096))
+            budget = memory_budget()
+            left = min(budget - _resident_memory() - held, _available_memory() * 0.25)
+            side = max(MIN_AUTO_TILE, min(int(math.sqrt(max(left, 0) / per_pixel)), 4096))
+            if left < per_pixel * MIN_AUTO_TILE ** 2:
+                self._tile_note = (f", beyond the {budget / 2**30:.3g} GiB memory budget (IMGEN_MEMORY): the image and "
+                                   "its output take most of it")
+            else:
+                self._tile_note = f", from {left / 2**20:.0f} MiB of the {budget / 2**30:.3g} GiB memory budget (IMGEN_MEMORY)"
+            return side
+        return max(MIN_AUTO_TILE, min(int(math.sqrt(left / per_pixel)), 4096))
 
     def _tiled(self, call, x, extras: dict, tiling: Tiling, sink, name: str = ""):
         import torch.nn.functional as F
@@ -379,7 +405,9 @@ class Engine:
             mode = "reflect" if ph < height and pw < width else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
             extras = {k: F.pad(v, (0, pw, 0, ph), mode=mode) for k, v in extras.items()}
-        tile = self.tile_size(tiling)
+        channels = x.shape[1]
+        tile = self.tile_size(tiling, sink.expected_bytes(channels) + _carry_bytes(tiling, width, channels),
+                              channels)
         while True:
             try:
                 if tile == 0 or (tile >= x.shape[-2] and tile >= x.shape[-1]):
@@ -401,7 +429,15 @@ class Engine:
                 sink.reset(sink.grey).open((height * tiling.scale, width * tiling.scale))
 
     def _run_tiles(self, call, x, extras: dict, tiling: Tiling, tile: int, sink, name: str = ""):
-        """Process tiles row by row, handing each finished band of output rows to the sink."""
+        """Process tiles row by row, handing each finished rectangle of output to the sink.
+
+        A pixel is final once every tile covering it is added in: the columns a tile shares with
+        its right neighbour wait in `left`, the rows a tile row shares with the next row wait in
+        `carry` (full width, the overlap's height), and everything else goes to the sink at once.
+        So no float copy of a whole band of tiles is held, only the overlaps. Each pixel sums its
+        contributions in the order a full-width band would (rows above first, then left to
+        right), so the result is the same to the bit.
+        """
         torch = _torch()
         s = tiling.scale
         height, width = x.shape[-2:]
@@ -409,37 +445,46 @@ class Engine:
         xs, _ = _windows(width, tile, tiling.overlap, tiling.multiple)
         wx = [_weights(xs, j, s, feather, x.device) for j in range(len(xs))]
         batch = self._batch_size(tiling, tile)
-        self.info(f"{name}: {len(ys) * len(xs)} tiles of {xs[0][1] - xs[0][0]}x{ys[0][1] - ys[0][0]} px")
+        n = x.shape[0]
+        self.info(f"{name}: {len(ys) * len(xs)} tiles of {xs[0][1] - xs[0][0]}x{ys[0][1] - ys[0][0]} px{self._tile_note}")
         bar = self.progress(total=len(ys) * len(xs), desc="tiles", unit="tile") if self.progress else None
-        pending, top = None, 0  # float rows [top, top + pending rows) still receiving tiles
+        carry = None  # float rows [y0 * s, y0 * s + carry rows) of the current tile row, from the row above
         try:
             for i, (y0, y1) in enumerate(ys):
                 wy = _weights(ys, i, s, feather, x.device)
-                if pending is not None:
-                    sink.write(top, pending[..., : y0 * s - top, :])  # no later tile reaches these rows
-                    carried = pending[..., y0 * s - top:, :]
-                band = None
+                below = ys[i + 1][0] if i + 1 < len(ys) else y1  # rows from here on await the next row
+                final = (below - y0) * s
+                next_carry, left = None, None
                 for start in range(0, len(xs), batch):
                     if self.cancelled.is_set():
                         raise Cancelled
                     cols = range(start, min(start + batch, len(xs)))
                     tiles = torch.cat([x[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols])
                     crops = {k: torch.cat([v[..., y0:y1, xs[j][0]:xs[j][1]] for j in cols]) for k, v in extras.items()}
-                    offsets = [(y0, xs[j][0]) for j in cols for _ in range(x.shape[0])]
+                    offsets = [(y0, xs[j][0]) for j in cols for _ in range(n)]
                     results = call(tiles, crops, offsets).to(x.device)
-                    if band is None:
-                        band = torch.zeros((x.shape[0], results.shape[1], (y1 - y0) * s, width * s),
-                                           dtype=torch.float32, device=x.device)
-                        if pending is not None:
-                            band[..., : carried.shape[-2], :] = carried
-                    n = x.shape[0]
                     for k, j in enumerate(cols):
                         x0, x1 = xs[j]
-                        band[..., x0 * s:x1 * s] += results[k * n:(k + 1) * n] * (wy[:, None] * wx[j][None, :])
+                        acc = torch.zeros((n, results.shape[1], (y1 - y0) * s, (x1 - x0) * s),
+                                          dtype=torch.float32, device=x.device)
+                        done = 0  # columns of acc already holding the tiles to the left (and carry)
+                        if left is not None:
+                            done = left.shape[-1]
+                            acc[..., :done] = left
+                        if carry is not None:
+                            acc[..., : carry.shape[-2], done:] = carry[..., x0 * s + done:x1 * s]
+                        acc += results[k * n:(k + 1) * n] * (wy[:, None] * wx[j][None, :])
+                        right = (xs[j + 1][0] - x0) * s if j + 1 < len(xs) else acc.shape[-1]
+                        sink.write(y0 * s, acc[..., :final, :right], x0 * s)
+                        if final < acc.shape[-2]:
+                            if next_carry is None:
+                                next_carry = torch.empty((n, acc.shape[1], acc.shape[-2] - final, width * s),
+                                                         dtype=torch.float32, device=x.device)
+                            next_carry[..., x0 * s:x0 * s + right] = acc[..., final:, :right]
+                        left = acc[..., right:].clone() if right < acc.shape[-1] else None
                     if bar is not None:
                         bar.update(len(cols))
-                pending, top = band, y0 * s
-            sink.write(top, pending)
+                carry = next_carry
         finally:
             if bar is not None:
                 bar.close()
@@ -465,17 +510,27 @@ class TensorSink:
         self.grey, self.out, self.size, self.seen = grey, None, None, False
         return self
 
-    def open(self, size):
-        self.size = _cropped(size, self.crop)
+    def open(self, size, exact: bool = False):
+        """Expect an output of `size`, which still holds the padding of a small image unless `exact`."""
+        self.size = tuple(size) if exact else _cropped(size, self.crop)
+        self.rows = _Rows(self.size[1])
 
-    def write(self, row: int, band) -> None:
-        band = _finish_band(band, self.grey, self.size, row)
+    def write(self, row: int, band, col: int = 0) -> None:
+        band = _finish_band(band, self.grey, self.size, row, col)
         if band is None:
             return
+        if self.mix is not None:  # the blend works on whole rows
+            band, col = self.rows.add(band, col), 0
+            if band is None:
+                return
         if self.out is None:
             self.out = _torch().empty((band.shape[0], band.shape[1], *self.size), device=self.device)
         for row, piece in _mixed(self, row, band):
-            self.out[..., row:row + piece.shape[-2], :] = piece.to(self.device)
+            self.out[..., row:row + piece.shape[-2], col:col + piece.shape[-1]] = piece.to(self.device)
+
+    def expected_bytes(self, channels: int) -> int:
+        """Memory the output will still take (a float tensor of `size`)."""
+        return 0 if self.out is not None else self.size[0] * self.size[1] * channels * 4
 
     def black(self, x) -> bool:
         """All zero for an input that is not (reduced precision can underflow to black)."""
@@ -503,8 +558,10 @@ class ArraySink:
         self.grey, self.out, self.size, self.seen, self.resampler = grey, None, None, False, None
         return self
 
-    def open(self, size):
-        self.size = _cropped(size, self.crop)
+    def open(self, size, exact: bool = False):
+        """Expect an output of `size`, which still holds the padding of a small image unless `exact`."""
+        self.size = tuple(size) if exact else _cropped(size, self.crop)
+        self.rows = _Rows(self.size[1])
         self.resampler = None
         if self.final is not None and self.final != self.size:
             from .sizing import Resampler
@@ -512,16 +569,30 @@ class ArraySink:
             self.resampler = Resampler(self.final)
             self.resampler.open(self.size)
 
-    def write(self, row: int, band) -> None:
-        band = _finish_band(band, self.grey, self.size, row, clamp=False)
+    def write(self, row: int, band, col: int = 0) -> None:
+        band = _finish_band(band, self.grey, self.size, row, col, clamp=False)
         if band is None:
             return
         self.colours = band.shape[1]
+        if self.mix is not None or self.resampler is not None:  # both work on whole rows
+            band, col = self.rows.add(band, col), 0
+            if band is None:
+                return
         for row, piece in _mixed(self, row, band):
             if self.resampler is not None:
                 self.resampler.write(row, piece)
             else:
-                self._put(row, 0, piece)
+                self._put(row, col, piece)
+
+    def expected_bytes(self, channels: int) -> int:
+        """Memory the output array (and a resize's float intermediate) will still take."""
+        if self.out is not None:
+            return 0
+        height, width = self.final or self.size
+        total = height * width * (channels + self.alpha) * (2 if self.top > 255 else 1)
+        if self.resampler is not None:
+            total += self.size[0] * width * channels * 4
+        return total
 
     def _put(self, row: int, column: int, band) -> None:
         import numpy as np
@@ -548,6 +619,26 @@ class ArraySink:
         return self.out
 
 
+class _Rows:
+    """Puts the rectangles of one band of rows, arriving left to right, together into whole rows,
+    for the sinks' steps that work on whole rows (a blend, a resize)."""
+
+    def __init__(self, width: int):
+        self.width, self.band = width, None
+
+    def add(self, band, col: int):
+        """The whole rows once `band` (starting at column `col`) completes them, else None."""
+        if col == 0 and band.shape[-1] == self.width:
+            return band
+        if col == 0:
+            self.band = _torch().empty((*band.shape[:-1], self.width), dtype=band.dtype, device=band.device)
+        self.band[..., col:col + band.shape[-1]] = band
+        if col + band.shape[-1] < self.width:
+            return None
+        band, self.band = self.band, None
+        return band
+
+
 def _mixed(sink, row: int, band):
     """(row, piece) of `band` blended with the step's input (--blend), in pieces of rows so the
     blend's temporaries stay small however large the band; first noting whether the result had
@@ -564,6 +655,55 @@ def _mixed(sink, row: int, band):
 def model_label(model: Model) -> str:
     """A model as messages and records name it: its registered name, or a user file's name."""
     return os.path.basename(model.weights) if model.name.startswith("file:") and model.weights else model.name
+
+
+class ResizeSink:
+    """Resizes a step's output on its way to another sink (`Command.output_size`), band by band.
+
+    Rectangles arrive row band by row band, left to right; a band's rows go to the resizer once
+    its last rectangle is in, and the output rows they complete go on to `inner`.
+    """
+
+    def __init__(self, inner, size):
+        self.inner, self.target = inner, tuple(size)
+        self.grey = inner.grey
+
+    @property
+    def crop(self):
+        return self.inner.crop
+
+    def reset(self, grey: bool):
+        self.inner.reset(grey)
+        self.grey = grey
+        return self
+
+    def open(self, size):
+        # The padding of a small image is cropped before the resize, not after.
+        self.source = _cropped(size, self.crop)
+        self.inner.open(self.target, exact=True)
+        self.resizer = BandResize(self.source, self.target)
+        self.rows = _Rows(self.source[1])
+
+    @property
+    def size(self):
+        return self.inner.size
+
+    def write(self, row: int, band, col: int = 0) -> None:
+        band = _finish_band(band, False, self.source, row, col)
+        if band is not None:
+            band = self.rows.add(band, col)
+        done = self.resizer.push(band) if band is not None else None
+        if done is not None:
+            self.inner.write(*done)
+
+    def expected_bytes(self, channels: int) -> int:
+        return self.inner.expected_bytes(channels)
+
+    def black(self, x) -> bool:
+        return self.inner.black(x)
+
+    def result(self):
+        return self.inner.result()
 
 
 def pad_small(t):
@@ -585,14 +725,17 @@ def _cropped(size, crop) -> tuple[int, int]:
     return (max(1, round(size[0] * height / padded_h)), max(1, round(size[1] * width / padded_w)))
 
 
-def _finish_band(band, grey: bool, size, row: int, clamp: bool = True):
+def _finish_band(band, grey: bool, size, row: int, col: int = 0, clamp: bool = True):
     """Crop padding beyond the output size, turn RGB back into grey for grey images, clamp."""
-    band = band[..., : max(0, size[0] - row), : size[1]]
-    if band.shape[-2] == 0:
+    band = band[..., : max(0, size[0] - row), : max(0, size[1] - col)]
+    if band.shape[-2] == 0 or band.shape[-1] == 0:
         return None
     if grey and band.shape[1] == 3:
         band = 0.299 * band[:, :1] + 0.587 * band[:, 1:2] + 0.114 * band[:, 2:3]
     return band.clamp(0, 1) if clamp else band
+
+
+_ROUNDER = float(1 << 23)
 
 
 def _quantize(values, top: float, dtype):
@@ -606,7 +749,10 @@ def _quantize(values, top: float, dtype):
     for start in range(0, values.shape[0], step):
         # One copy, then in place: `values` itself is never touched.
         chunk = values[start:start + step].to(torch.float32, copy=True)
-        chunk = chunk.nan_to_num_(0).clamp_(0, 1).mul_(top).round_()
+        # Round half to even as torch.round does, by adding and taking away 2**23 (float32 has no
+        # fraction bits left there); round_ costs milliseconds of CPU per call on some builds,
+        # which adds up over the many small rectangles of a tiled run.
+        chunk = chunk.nan_to_num_(0).clamp_(0, 1).mul_(top).add_(_ROUNDER).sub_(_ROUNDER)
         out[start:start + step] = chunk.to("cpu", via).numpy()
     return out
 
@@ -709,9 +855,10 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def memory_budget() -> int:
-    """Bytes one tile's computation may take on the CPU: $IMGEN_MEMORY ("1.5G", "800M", plain
-    bytes), default 2 GiB. A budget, not a share of free memory: a machine's free memory is no
-    promise that this process may use it."""
+    """Bytes this process may take on the CPU, all buffers included: $IMGEN_MEMORY ("1.5G", "800M",
+    plain bytes), default 2 GiB; tiles are sized from what the image itself leaves of it. A
+    budget, not a share of free memory: a machine's free memory is no promise that this process
+    may use it."""
     text = os.environ.get("IMGEN_MEMORY", "").strip().upper()
     if not text:
         return 2 << 30
@@ -726,6 +873,21 @@ def memory_budget() -> int:
     if not math.isfinite(value) or value < (64 << 20):
         raise UsageError(f"IMGEN_MEMORY={text!r}: at least 64M")
     return int(value)
+
+
+def _carry_bytes(tiling: Tiling, width: int, channels: int) -> int:
+    """The float rows a tile row hands to the next (see _run_tiles): the overlap's height, full width."""
+    feather = max(2, tiling.overlap // 2)
+    return (2 * tiling.overlap + feather) * tiling.scale ** 2 * width * channels * 4
+
+
+def _resident_memory() -> int:
+    """This process's resident memory now (0 where /proc is missing: the budget is then for tiles alone)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _available_memory() -> int:

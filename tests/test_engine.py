@@ -1,5 +1,8 @@
 """The execution engine through the CLI: seamless tiling, OOM recovery, precision, alpha, grey, depth."""
 
+import os
+
+import click
 import numpy as np
 import pytest
 
@@ -71,6 +74,16 @@ class EnginePlugin:
             return net(x)
 
         register(Command("convolve", "A fixed 3x3 convolution.", convolve, tiling=Tiling(overlap=1)))
+
+        def nearest_x4(x, ctx):
+            return x.repeat_interleave(4, -2).repeat_interleave(4, -1)
+
+        def outscale(ctx):
+            factor = ctx.options["outscale"]
+            return None if factor is None else tuple(max(1, round(n * factor)) for n in ctx.image_size)
+
+        register(Command("upfour", "Nearest x4, then --outscale.", nearest_x4, tiling=Tiling(scale=4, overlap=0),
+                         params=[click.Option(["--outscale"], type=float)], output_size=outscale))
 
     @hookimpl
     def register_models(self, register):
@@ -367,3 +380,93 @@ def test_position_dependent_commands_see_tile_offsets(imgen, checked_plugin, tmp
     assert np.abs(whole - tiled).max() <= 1
     corner, centre = whole[:5, :5].mean() / read(source)[:5, :5].mean(), whole[60:70, 85:95].mean() / read(source)[60:70, 85:95].mean()
     assert corner < 0.6 < 0.95 < centre
+
+
+def test_band_resize_equals_a_whole_resize():
+    import torch
+
+    from imgen_cli.filters import BandResize, resize
+
+    for size_in, size_out in [((40, 50), (160, 200)), ((160, 200), (120, 150)), ((37, 53), (100, 30)),
+                              ((1, 1), (3, 5)), ((100, 80), (13, 11))]:
+        x = torch.rand(1, 3, *size_in, generator=torch.Generator().manual_seed(1))
+        whole = resize(x, size_out)
+        for band in (1, 7, 64):
+            resizer, out, done = BandResize(size_in, size_out, rows=5), torch.zeros_like(whole), 0
+            for row in range(0, size_in[0], band):
+                finished = resizer.push(x[..., row:row + band, :])
+                if finished is not None:
+                    top, rows = finished
+                    assert top == done  # output rows come in order, each once
+                    out[..., top:top + rows.shape[-2], :] = rows
+                    done = top + rows.shape[-2]
+            assert done == size_out[0]
+            assert float((out - whole).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize("outscale", [None, 3.0, 1.5])
+def test_output_size_resizes_band_by_band_and_tiled_equals_untiled(imgen, engine_plugin, tmp_path, outscale):
+    import torch
+
+    from imgen_cli import resize
+
+    image = natural_image(61, 75, 3, seed=7)
+    source = write(tmp_path / "in.png", image)
+    extra = ["--outscale", outscale] if outscale else []
+    assert imgen(["upfour", source, *extra, "--tile", "0", "-o", "whole.png"]).exit_code == 0
+    result = imgen(["upfour", source, *extra, "--tile", "40", "-o", "tiled.png"])
+    assert result.exit_code == 0, result.stderr
+    whole, tiled = read(tmp_path / "whole.png").astype(int), read(tmp_path / "tiled.png").astype(int)
+    factor = outscale or 4
+    assert whole.shape == tiled.shape == (round(61 * factor), round(75 * factor), 3)
+    assert np.abs(whole - tiled).max() <= 1
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    expected = resize(x.repeat_interleave(4, -2).repeat_interleave(4, -1), whole.shape[:2])
+    expected = (expected[0].permute(1, 2, 0) * 255).round().numpy()
+    assert np.abs(whole - expected).max() <= 1
+
+
+def test_output_size_of_a_padded_tiny_image(imgen, engine_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(5, 3, 4, seed=8))
+    result = imgen(["upfour", source, "--outscale", "2.5", "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    assert read(tmp_path / "out.png").shape == (12, 8, 4)
+
+
+PEAK_RSS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from imgen_cli.api import Pipeline
+from imgen_cli.plugins import get_registry
+from imgen_cli.testing import natural_image
+from test_engine import EnginePlugin
+
+registry = get_registry()
+registry.add(EnginePlugin(), "engine-test")
+pipeline = Pipeline(["upfour"], registry=registry, device="cpu", tile=256)
+pipeline.run_array(natural_image(64, 64, 1))  # imports and first-call set-up out of the measurement
+image = natural_image(1536, 1536, 1)
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # the peak (VmHWM) starts again from the present resident size
+fields = lambda: {l.split(":")[0]: int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("Vm")}
+start = fields()["VmRSS"]
+out = pipeline.run_array(image)
+assert out.shape == (6144, 6144, 1) and out.dtype == np.uint8
+print(fields()["VmHWM"] - start)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-RSS reset")
+def test_the_output_is_never_held_as_a_whole_float_copy():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # A fresh interpreter: this one's heap keeps what earlier tests freed, which would hide a peak.
+    run = subprocess.run([sys.executable, "-c", PEAK_RSS, str(Path(__file__).parent)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    peak = int(run.stdout)
+    # x4 of a 1536x1536 grey image: the uint8 output is 36 MiB, as float RGB it would be 432 MiB;
+    # a full-width band of 256-pixel tiles, twice, would be about 300 MiB.
+    assert peak < 6144 * 6144 * 3 * 4 / 2, f"{peak / 2**20:.0f} MiB"

@@ -115,8 +115,9 @@ def register_commands(register):
                     "better, four times slower.",
                 ),
             ],
-            # The network sees 25 half-resolution pixels, 25 input pixels either side.
-            tiling=Tiling(scale=1, overlap=26, multiple=2, bytes_per_pixel=2048),
+            # The network sees 25 half-resolution pixels, 25 input pixels either side. A call
+            # peaks at about 490 bytes per input pixel (benchmarks/bench_memory.py --tile-cost).
+            tiling=Tiling(scale=1, overlap=26, multiple=2, bytes_per_pixel=768),
             channels=3,
             model_purposes=("Restoration",),
             examples=[

@@ -122,8 +122,9 @@ def register_commands(register):
                 )
             ],
             # An output pixel depends on input pixels up to 25 away (measured); 40 leaves a margin.
-            # Sides must be multiples of 4 (two 2x downsamplings).
-            tiling=Tiling(scale=1, overlap=40, multiple=4, bytes_per_pixel=2048),
+            # Sides must be multiples of 4 (two 2x downsamplings). A call peaks at about 300 bytes
+            # per input pixel (benchmarks/bench_memory.py --tile-cost).
+            tiling=Tiling(scale=1, overlap=40, multiple=4, bytes_per_pixel=512),
             channels=3,
             examples=[
                 ("imgen restyle --style autumn photo.jpg", "A built-in style; writes photo-restyle.jpg"),

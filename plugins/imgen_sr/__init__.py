@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from imgen_cli import Command, Model, Tiling, hookimpl, resize
+from imgen_cli import Command, Model, Tiling, hookimpl
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -88,22 +88,25 @@ def _by_scale(options: dict) -> dict[int, str]:
 def _tiling(ctx) -> Tiling:
     # The loaded model decides the factor: a --model FILE may differ from --scale. (Its size
     # multiple, if any, the host applies itself.) CompactSR declares its own receptive field.
+    # CompactSR peaks at about 1,200 (x2) to 1,350 (x4) bytes per input pixel of a call
+    # (benchmarks/bench_memory.py --tile-cost); other architectures may take more.
     loaded = ctx.loaded()
-    overlap = getattr(loaded.network, "radius", OVERLAP)
-    return Tiling(scale=loaded.scale, overlap=overlap, bytes_per_pixel=2048)
+    overlap = getattr(loaded.network, "radius", None)
+    if overlap is None:
+        return Tiling(scale=loaded.scale, overlap=OVERLAP, bytes_per_pixel=2048)
+    return Tiling(scale=loaded.scale, overlap=overlap, bytes_per_pixel=1536)
 
 
 def _process(x, ctx):
     return ctx.model()(x)
 
 
-def _finish(y, ctx):
-    """Resize the model's output to --outscale, or to --scale when the model's factor differs."""
+def _output_size(ctx):
+    """--outscale, or --scale when the model's factor differs: the host resizes the output to it."""
     target = ctx.options.get("outscale") or (float(ctx.options["scale"]) if ctx.options.get("scale") else None)
     if target is None or target == ctx.scale:
-        return y
-    h, w = (round(n / ctx.scale * target) for n in y.shape[-2:])
-    return resize(y, (max(1, h), max(1, w)))
+        return None
+    return tuple(max(1, round(n * target)) for n in ctx.image_size)
 
 
 def _positive(ctx, param, value):
@@ -139,7 +142,7 @@ def register_commands(register):
         select_model=_select,
         model_purposes=("SR",),
         scale_option="scale",
-        finish=_finish,
+        output_size=_output_size,
         examples=[
             ("imgen sr photo.jpg", "Upscale 4x with the model for everyday photos; writes photo-sr-x4.jpg"),
             ("imgen sr --scale 2 --kind fidelity scan.png -o scan-2x.png", "2x with the model for clean, lossless images"),
