@@ -8,7 +8,7 @@ from .errors import InputError, PluginError, UsageError
 from .filters import gaussian_blur, gaussian_radius, resize
 from .hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["Command", "Context", "ImageInput", "InputError", "Loaded", "Model", "PluginError", "Tiling", "UsageError",
            "gaussian_blur", "gaussian_radius", "hookimpl", "resize", "__version__"]
