@@ -80,6 +80,27 @@ def imgen_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "imgen_cli"]
 
 
+def run_imgen_on_terminal(args, extra_env=None):
+    """Run imgen with stderr on a pseudo-terminal (stdout piped): (process, bytes shown there)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(imgen_cmd() + [str(a) for a in args], stderr=follower, stdout=subprocess.PIPE,
+                              env=imgen_env(extra=extra_env), timeout=120)
+        os.set_blocking(leader, False)
+        shown = b""
+        try:
+            while chunk := os.read(leader, 65536):
+                shown += chunk
+        except (BlockingIOError, OSError):
+            pass
+    finally:
+        os.close(follower)
+        os.close(leader)
+    return proc, shown
+
+
 def run_imgen(args, input=None, plugins="imgen_test_tiny", cwd=None, extra_env=None, **kwargs):
     return subprocess.run(imgen_cmd() + [str(a) for a in args], input=input, capture_output=True,
                           env=imgen_env(plugins, extra_env), cwd=cwd, timeout=300, **kwargs)

@@ -2,14 +2,13 @@
 
 import json
 import os
-import pty
 import re
 import subprocess
 
 import numpy as np
 import pytest
 
-from conftest import DATA, count_loads, imgen_cmd, imgen_env, read
+from conftest import DATA, count_loads, imgen_cmd, imgen_env, read, run_imgen_on_terminal
 from imgen_cli import errors
 
 
@@ -290,29 +289,10 @@ def test_verbose_tells_model_device_precision_tiles_and_time(imgen, test_plugins
                for line in lines)
 
 
-def _on_terminal(args, term):
-    leader, follower = pty.openpty()
-    try:
-        env = imgen_env(extra={"TERM": term})
-        proc = subprocess.run(imgen_cmd() + [str(a) for a in args], stderr=follower, stdout=subprocess.PIPE,
-                              env=env, timeout=120)
-        os.set_blocking(leader, False)
-        shown = b""
-        try:
-            while chunk := os.read(leader, 65536):
-                shown += chunk
-        except (BlockingIOError, OSError):
-            pass
-    finally:
-        os.close(follower)
-        os.close(leader)
-    return proc, shown
-
-
 @pytest.mark.parametrize("term", ["dumb", "xterm"])
 def test_progress_on_a_dumb_terminal_is_plain_text(tmp_path, term):
-    proc, shown = _on_terminal(["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
-                                "-o", tmp_path / "out", "--jobs", "1"], term)
+    proc, shown = run_imgen_on_terminal(["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
+                                         "-o", tmp_path / "out", "--jobs", "1"], {"TERM": term})
     assert proc.returncode == 0
     if term == "dumb":
         assert b"\x1b" not in shown and b"\r\r" not in shown and b"\r" not in shown.replace(b"\r\n", b"\n")

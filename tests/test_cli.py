@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, count_loads, imgen_cmd, imgen_env, run_imgen
+from conftest import DATA, count_loads, imgen_cmd, imgen_env, run_imgen, run_imgen_on_terminal
 from imgen_cli import errors
 
 
@@ -397,22 +397,9 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path):
 
 
 def test_progress_bars_only_on_a_terminal(tmp_path):
-    leader, follower = pty.openpty()
-    try:
-        # (--jobs 1: tile bars are drawn when files run one at a time)
-        proc = subprocess.run(imgen_cmd() + ["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
-                                             "-o", tmp_path / "out", "--jobs", "1"],
-                              stderr=follower, stdout=subprocess.PIPE, env=imgen_env(), timeout=120)
-        os.set_blocking(leader, False)
-        shown = b""
-        try:
-            while chunk := os.read(leader, 65536):
-                shown += chunk
-        except (BlockingIOError, OSError):
-            pass
-    finally:
-        os.close(follower)
-        os.close(leader)
+    # (--jobs 1: tile bars are drawn when files run one at a time)
+    proc, shown = run_imgen_on_terminal(["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
+                                         "-o", tmp_path / "out", "--jobs", "1"])
     assert proc.returncode == 0 and proc.stdout == b""
     assert b"images" in shown and b"tiles" in shown and b"%" in shown
     piped = run_imgen(["slow", DATA / "kite.png", "--tile", "128", "-o", tmp_path / "again.png"])
