@@ -11,6 +11,29 @@ child. The input is a deterministic 6000x4000 PNG (imgen_cli.testing.natural_ima
 edges and texture). The target (issue #16): every command under 2 GB peak RSS on CPU with its
 default options, and not more than 10% slower than before. Not part of the test suite: on 2 CPU
 cores a full run takes tens of minutes.
+
+Results on the 2-core development machine, shared with other work (load = 1-minute load average
+before/after each run; CPU = user + system seconds). "before" is main at 80dc536, "after" the
+memory change; each pair ran back to back on one input
+(`--imgen OLD/imgen --imgen .venv/bin/imgen`):
+
+| command | peak RSS before -> after (GiB) | wall s before -> after | CPU s before -> after | load |
+|---|---|---|---|---|
+| denoise | 0.95 -> 1.15 | 87.5 -> 77.4 | 126.9 -> 138.7 | 1.7-2.2 / 1.7 |
+| lowlight | 1.40 -> 1.41 | 14.2 -> 13.2 | 15.7 -> 15.4 | 0.6-0.7 / 0.7 |
+| sr (x4) | 12.44 -> 3.26 | 2881 -> 566 | - -> 761 | 8.3-4.7 / 1.3-1.0 |
+| sr --scale 2 | 3.70 -> 1.62 | 352 -> 438 | 490.9 -> 494.1 | 0.7-3.4 / 3.4-1.9 |
+| inpaint | 1.61 -> 1.60 | 12.0 -> 10.2 | 13.5 -> 11.8 | 0.7-0.8 / 0.8 |
+| restyle | 0.94 -> 1.08 | 38.6 -> 35.3 | 55.5 -> 57.7 | 2.2 / 2.3 |
+
+Every command but sr x4 stays under 2 GiB. sr x4's own output is 24000x16000x3 bytes (1.07
+GiB) and Pillow's PNG encoder copies it into its 4-bytes-per-pixel RGB layout (1.43 GiB): 2.5
+GiB before the interpreter, torch and the compressed bytes, so under 2 GiB needs an encoder
+that writes rows as they come, which imgen does not have yet. The wall times move with the
+load (sr --scale 2 ran at load 3.4 after 0.7): CPU seconds show the same work; denoise and
+restyle run the same 1024-pixel tiles as before. The sr x4 "before" ran at load 8 with an older
+copy of this script (no CPU column). An earlier version of this script counted its own 1.32 GB
+in every row (see MAKE_INPUTS).
 """
 
 from __future__ import annotations
