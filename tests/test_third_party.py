@@ -106,7 +106,7 @@ def test_the_guides_minimal_plugin_works_and_is_under_30_lines(imgen, imgen_regi
     toml = guide_block("toml", "`pyproject.toml`:")
     module = guide_block("python", "`imgen_sharpen/__init__.py`:")
     assert '[project.entry-points.imgen]\nsharpen = "imgen_sharpen"' in toml
-    assert 'dependencies = ["imgen>=0.1,<0.2"]' in toml
+    assert 'dependencies = ["imgen>=0.2,<0.3"]' in toml
 
     # The guide's module replaces the example package, in case that is installed here.
     imgen_registry.remove("sharpen")
