@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from bench_sr import SWEEP, y_psnr
+from bench_sr import SWEEP, table, y_psnr
 from imgen_cli import datasets
 from imgen_cli.metrics import niqe
 from imgen_sr import _loader
@@ -50,11 +50,7 @@ def main() -> None:
             for name, image in outs.items():
                 scores.setdefault(name, []).append((niqe(image), edge_contrast(image, hr, 4), y_psnr(image, hr, 4)))
     print(f"{len(crops)} held-out {args.crop}px crops x {args.strengths} strengths\n")
-    print("| output | NIQE | edge contrast | Y-PSNR |")
-    print("|---|---|---|---|")
-    for name, rows in scores.items():
-        n, e, p = np.mean(rows, 0)
-        print(f"| {name} | {n:.2f} | {e:.3f} | {p:.2f} |")
+    table({name: tuple(np.mean(rows, 0)) for name, rows in scores.items()})
 
 
 if __name__ == "__main__":
