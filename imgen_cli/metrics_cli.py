@@ -206,29 +206,21 @@ def _full_reference(ref, out, channel, crop_border, align, as_json, as_csv) -> i
     from .metrics import ms_ssim, psnr, ssim
     from .metrics.fullref import MS_MIN_SIDE
 
-    records = []
-    for ref_path, out_path, problem in _pairs(ref, out):
-        record = {"ref": ref_path, "out": out_path, "psnr": None, "ssim": None, "ms_ssim": None, "bits": None,
-                  "aligned": None, "error": problem}
-        records.append(record)
-        try:
-            if problem:
-                raise InputError(problem, ref_path)
-            a, b = _read(ref_path).array, _read(out_path).array
-            a, b, record["aligned"] = _align(a, b, align, ref_path, out_path)
-            record["bits"] = 16 if 2 in (a.dtype.itemsize, b.dtype.itemsize) else 8
-            conventions = {"channel": channel, "crop_border": crop_border}
-            try:
-                record["psnr"] = psnr(a, b, **conventions)
-                record["ssim"] = ssim(a, b, **conventions)
-                if min(a.shape[:2]) - 2 * crop_border >= MS_MIN_SIDE:
-                    record["ms_ssim"] = ms_ssim(a, b, **conventions)
-            except ValueError as exc:
-                raise InputError(str(exc), out_path) from None
-        except ImgenError as exc:
-            record["error"] = str(exc)
-            click.echo(f"imgen: error: {exc}", err=True)
-    done = [r for r in records if r["error"] is None]
+    def score(record):
+        if record["error"]:
+            raise InputError(record["error"], record["ref"])
+        a, b = _read(record["ref"]).array, _read(record["out"]).array
+        a, b, record["aligned"] = _align(a, b, align, record["ref"], record["out"])
+        record["bits"] = 16 if 2 in (a.dtype.itemsize, b.dtype.itemsize) else 8
+        conventions = {"channel": channel, "crop_border": crop_border}
+        record["psnr"] = psnr(a, b, **conventions)
+        record["ssim"] = ssim(a, b, **conventions)
+        if min(a.shape[:2]) - 2 * crop_border >= MS_MIN_SIDE:
+            record["ms_ssim"] = ms_ssim(a, b, **conventions)
+
+    records = [{"ref": ref_path, "out": out_path, "psnr": None, "ssim": None, "ms_ssim": None, "bits": None,
+                "aligned": None, "error": problem} for ref_path, out_path, problem in _pairs(ref, out)]
+    done = _score_each(records, "out", score)
     mean = {key: _mean([r[key] for r in done]) for key in ("psnr", "ssim", "ms_ssim")}
     summary = {"metric": "full-reference", "channel": channel, "crop_border": crop_border, "align": align,
                "pairs": records, "mean": mean, "failed": len(records) - len(done)}
@@ -264,26 +256,35 @@ def _no_reference(paths, params_path, as_json, as_csv) -> int:
         params = load_params(params_path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    records = []
-    for source in sources:
-        record = {"image": source, "niqe": None, "error": None}
-        records.append(record)
-        try:
-            array = _read(source).array
-            try:
-                record["niqe"] = niqe(array, params)
-            except ValueError as exc:
-                raise InputError(str(exc), source) from None
-        except ImgenError as exc:
-            record["error"] = str(exc)
-            click.echo(f"imgen: error: {exc}", err=True)
-    done = [r for r in records if r["error"] is None]
+    def score(record):
+        record["niqe"] = niqe(_read(record["image"]).array, params)
+
+    records = [{"image": source, "niqe": None, "error": None} for source in sources]
+    done = _score_each(records, "image", score)
     summary = {"metric": "niqe", "params": params.describe(), "params_file": params.path,
                "params_sha256": params.sha256, "images": records, "mean": {"niqe": _mean([r["niqe"] for r in done])},
                "failed": len(records) - len(done)}
     caption = f"NIQE, lower is better; parameters: {params.describe()}"
     _report(summary, records, ("image",), [("niqe", "NIQE", 3)], caption, as_json, as_csv)
     return FAILED if summary["failed"] else OK
+
+
+def _score_each(records: list[dict], blamed: str, score) -> list[dict]:
+    """Score every record in place; return those that succeeded.
+
+    A record that fails keeps its one-line error (also printed on stderr) and the others go on.
+    A ValueError from imgen_cli.metrics (an image it cannot score) names the file in record[blamed].
+    """
+    for record in records:
+        try:
+            try:
+                score(record)
+            except ValueError as exc:
+                raise InputError(str(exc), record[blamed]) from None
+        except ImgenError as exc:
+            record["error"] = str(exc)
+            click.echo(f"imgen: error: {exc}", err=True)
+    return [r for r in records if r["error"] is None]
 
 
 def _mean(values: list) -> float | None:
