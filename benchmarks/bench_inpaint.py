@@ -164,6 +164,16 @@ def _largest_box(mask: np.ndarray) -> int:
     return int((np.ptp(rows) + 1) * (np.ptp(cols) + 1)) if len(rows) else 0
 
 
+def median_seconds(call, runs: int = 3) -> float:
+    """The median wall time of `runs` calls."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def speed(pipeline: Pipeline) -> None:
     _, val_files = split(image_files(data_root() / "photos"))
     photo = load_rgb(val_files[0])
@@ -173,12 +183,8 @@ def speed(pipeline: Pipeline) -> None:
     mask[96:416, 96:416] = random_mask(320, 320, rng, coverage=(0.3, 0.5)).astype(np.uint8) * 255
     mask[40:60, 40:472] = 255  # one stroke near the border, so the region spans the whole crop
     pipeline(crop, mask=mask)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        pipeline(crop, mask=mask)
-        times.append(time.perf_counter() - start)
-    print(f"\n512x512 hole region (mask covers {(mask > 0).mean():.0%}): {np.median(times):.3f} s (median of 3)")
+    seconds = median_seconds(lambda: pipeline(crop, mask=mask))
+    print(f"\n512x512 hole region (mask covers {(mask > 0).mean():.0%}): {seconds:.3f} s (median of 3)")
 
     big = np.asarray(Image.fromarray(photo).resize((4000, 3000), Image.BICUBIC))
     small = np.zeros((3000, 4000), np.uint8)
@@ -189,12 +195,8 @@ def speed(pipeline: Pipeline) -> None:
         Image.fromarray(big).save(f"{tmp}/photo.jpg", quality=92)
         Image.fromarray(small).save(f"{tmp}/mask.png")
         print("12 MP photo (4000x3000), two small holes:")
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            pipeline(big, mask=small)
-            times.append(time.perf_counter() - start)
-        print(f"  fill in memory (model loaded): {np.median(times):.2f} s (median of 3)")
+        seconds = median_seconds(lambda: pipeline(big, mask=small))
+        print(f"  fill in memory (model loaded): {seconds:.2f} s (median of 3)")
         dust = specks(3000, 4000, 1500, rng).astype(np.uint8) * 255
         start = time.perf_counter()
         pipeline(big, mask=dust)
