@@ -11,8 +11,11 @@ The rules a user can rely on:
 The pieces serve every front end (the CLI, a service, a Ray job) with the CLI's exact rules:
 
     name, fmt = choose_output("photo.jpg", data[:16], settings, naming("sr", 4))  # "photo-sr-x4.jpg", "jpeg"
-    done = convert(pipeline, data, "photo.jpg", fmt, settings)   # bytes in, encoded bytes out
+    done = convert(pipeline, data, "photo.jpg", fmt, settings)   # bytes in, an encoded image out
     write_output(name, done.data, overwrite=settings.overwrite)  # atomic; refuses to clobber
+
+A PNG is encoded as it is written (io.Encoded): `done.data` holds the pixels until then, and
+`bytes(done.data)` gives the whole file where bytes are needed (a service's response).
 
 `choose_output` names the output of one input from its name and first bytes (the format is
 sniffed, never guessed from the name): the forced `--format`, else the output name's extension,
@@ -70,7 +73,7 @@ class Settings:
 class Converted:
     """An encoded output and what the CLI says about it."""
 
-    data: bytes
+    data: bytes | imageio_.Encoded  # Encoded: made as it is written (see io.Encoded)
     format: str
     warnings: tuple[str, ...]
     size_in: tuple[int, int]  # (width, height)
@@ -409,21 +412,18 @@ def read_source(source: str, max_pixels: int | None, stdin=None) -> imageio_.Pic
     return imageio_.decode(read_input(source, stdin, max_pixels), source, max_pixels)
 
 
-def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None,
-            encoding=None) -> Converted:
-    """Decode `data`, run the pipeline on it and encode the result as `fmt` (see `choose_output`).
+def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None) -> Converted:
+    """Decode `data`, run the pipeline on it and encode the result as `fmt` (see `choose_output`);
+    a PNG is encoded when it is written (`write_output`).
 
     `source` names the input in messages and matches extra inputs given as folders (`--mask DIR`);
     `inputs` gives extra image inputs by name (arrays or paths), as `Pipeline.run_array` takes them.
-    `encoding((width, height))`, when given, is called before the result is encoded (and returns
-    a context manager that is left when it is done), so a long encode of a big image can be shown.
     """
     picture = imageio_.decode(data, source, settings.max_pixels)
     height, width = picture.array.shape[:2]
     picture.array = pipeline.run_array(picture.array, source=source, inputs=inputs)
     out_h, out_w = picture.array.shape[:2]
-    with encoding((out_w, out_h)) if encoding is not None else contextlib.nullcontext():
-        encoded, warnings = imageio_.encode(picture, fmt, quality=settings.quality, strip=settings.strip)
+    encoded, warnings = imageio_.encoder(picture, fmt, quality=settings.quality, strip=settings.strip)
     about = pipeline.describe() if hasattr(pipeline, "describe") else None
     return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h), about)
 
@@ -468,9 +468,9 @@ def fit_channels(array, spec: ImageInput):
     return array
 
 
-def write_output(output: str, data: bytes, overwrite: bool, stdout=None) -> None:
-    """Write to stdout ("-") or atomically to a file, creating its folder; never over an existing
-    file without `overwrite`."""
+def write_output(output: str, data: bytes | imageio_.Encoded, overwrite: bool, stdout=None) -> None:
+    """Write (and for an Encoded PNG, encode) to stdout ("-") or atomically to a file, creating
+    its folder; never over an existing file without `overwrite`."""
     if output == STDIO:
         imageio_.write_stdout(data, stdout)
         return
@@ -501,7 +501,7 @@ def run_job(job: Job, pipeline, settings: Settings, reporter, convert=convert) -
     """One file of the CLI: "skipped" when its output exists and --skip-existing says so (before
     anything is read or loaded), else read, convert, write and say so; "written". `convert` makes
     the pixels: this module's, or another with its signature (imgen --server's, over HTTP)."""
-    return _finish(job, _compute(job, pipeline, settings, convert, reporter), settings, reporter).status
+    return _finish(job, _compute(job, pipeline, settings, convert), settings, reporter).status
 
 
 @dataclass
@@ -513,25 +513,20 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _compute(job: Job, pipeline, settings: Settings, convert, reporter=None, show_encoding: bool = True) -> Outcome:
+def _compute(job: Job, pipeline, settings: Settings, convert) -> Outcome:
     """The part of a job that may run beside others: the exists check, reading and converting."""
     started = time.perf_counter()
     if exists_skipped(job, settings):
         return Outcome(SKIPPED)
-    encoding = None
-    if reporter is not None and show_encoding and job.output != STDIO:
-        def encoding(size):
-            return reporter.phase(f"writing {job.output}, {imageio_.megapixels(size[0] * size[1])}…")
     data = read_input(job.source, max_pixels=settings.max_pixels)
-    if encoding is not None:
-        done = convert(pipeline, data, job.source, job.format, settings, encoding=encoding)
-    else:
-        done = convert(pipeline, data, job.source, job.format, settings)
+    done = convert(pipeline, data, job.source, job.format, settings)
     return Outcome(WRITTEN, done, time.perf_counter() - started)
 
 
-def _finish(job: Job, outcome: Outcome, settings: Settings, reporter) -> Outcome:
-    """Messages and the write, in the main thread, in the order of the inputs."""
+def _finish(job: Job, outcome: Outcome, settings: Settings, reporter, show_writing: bool = True) -> Outcome:
+    """Messages and the write (for a PNG, its encoding too), in the main thread, in the order of
+    the inputs. `show_writing`: a phase while a file is encoded and written, which takes long for
+    a big image (not shown beside the bar of several jobs at once)."""
     if outcome.status == SKIPPED:
         reporter.info(f"{job.output}: exists, skipped")
         return outcome
@@ -539,7 +534,11 @@ def _finish(job: Job, outcome: Outcome, settings: Settings, reporter) -> Outcome
     for warning in done.warnings:
         reporter.say(f"{job.source}: {warning}")
     started = time.perf_counter()
-    write_output(job.output, done.data, overwrite=settings.overwrite)
+    writing = contextlib.nullcontext()
+    if show_writing and job.output != STDIO and isinstance(done.data, imageio_.Encoded):
+        writing = reporter.phase(f"writing {job.output}, {imageio_.megapixels(done.size_out[0] * done.size_out[1])}…")
+    with writing:
+        write_output(job.output, done.data, overwrite=settings.overwrite)
     outcome.seconds += time.perf_counter() - started
     if job.output != STDIO:
         (w, h), (new_w, new_h) = done.size_in, done.size_out
@@ -605,7 +604,7 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
     bar = reporter.progress(total=len(jobs), desc="images", unit="img") if several else None
 
     def compute(job):
-        return _compute(job, pipeline, settings, convert, reporter, show_encoding=workers <= 1)
+        return _compute(job, pipeline, settings, convert)
 
     engine = getattr(pipeline, "engine", None)
     if hasattr(engine, "cancelled"):
@@ -614,7 +613,7 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
     try:
         for job, result in staged:
             try:
-                outcome = _finish(job, result(), settings, reporter)
+                outcome = _finish(job, result(), settings, reporter, show_writing=workers <= 1)
             except ImgenError as exc:
                 shown = exc if exc.source else type(exc)(exc.message, job.source)
                 reporter.error(shown)

@@ -56,9 +56,9 @@ class Remote:
         self.timeout = timeout
         self._connection = None
 
-    def convert(self, pipeline, data: bytes, source: str, fmt: str, settings, inputs=None, encoding=None):
+    def convert(self, pipeline, data: bytes, source: str, fmt: str, settings, inputs=None):
         """batch.convert's work done by the server: `data` in, a batch.Converted out (the server
-        encodes too, so there is no `encoding` phase to show here)."""
+        encodes too: its bytes are written as they came)."""
         from . import batch
         from . import io as imgio
 

@@ -1,8 +1,10 @@
 """Reading and writing images faithfully: bit depth, channels, alpha, orientation, ICC and EXIF.
 
 Decoding goes through Pillow for PNG, JPEG, WebP, BMP and GIF and through tifffile for TIFF;
-encoding through imageio's Pillow plugin and tifffile. Pillow silently truncates 16-bit colour
-PNGs to 8 bits, so those (and 16-bit grey+alpha) go through pypng instead, which keeps all 16 bits.
+Pillow silently truncates 16-bit colour PNGs to 8 bits, so those (and 16-bit grey+alpha) are
+decoded by pypng instead, which keeps all 16 bits. Encoding goes through imageio's Pillow plugin
+and tifffile, except PNG, which `write_png` writes itself, band by band into the output file
+(see "PNG writing" for why).
 
 An image is a numpy array (H, W, C) of uint8 or uint16 with C in 1 (grey), 2 (grey+alpha),
 3 (RGB) or 4 (RGBA). Depth is decided by dtype, never guessed from values.
@@ -451,8 +453,40 @@ def _cmyk_array_to_rgb(array):
 # -- encoding ---------------------------------------------------------------------------------
 
 
+class Encoded:
+    """An encoded image, made as it is written: `write_to(write)` gives its bytes to
+    `write(bytes)` piece by piece, so a PNG goes band by band from the pixels into its file and
+    is never held whole; `bytes(encoded)` collects them. The other formats' encoders make the
+    whole file at once (Pillow, tifffile): for them it holds those bytes."""
+
+    def __init__(self, write_to=None, data: bytes | None = None):
+        self._write_to = write_to
+        self._data = data
+
+    def write_to(self, write) -> None:
+        if self._data is not None:
+            write(self._data)
+        else:
+            self._write_to(write)
+
+    def __bytes__(self) -> bytes:
+        if self._data is not None:
+            return self._data
+        parts: list[bytes] = []
+        self._write_to(parts.append)
+        return b"".join(parts)
+
+
 def encode(picture: Picture, fmt: str, quality: int | None = None, strip: bool = False) -> tuple[bytes, list[str]]:
     """Encode to `fmt`; returns the bytes and warnings (things the format could not keep)."""
+    encoded, warnings = encoder(picture, fmt, quality, strip)
+    return bytes(encoded), warnings
+
+
+def encoder(picture: Picture, fmt: str, quality: int | None = None, strip: bool = False) -> tuple[Encoded, list[str]]:
+    """Encode to `fmt` as it is written (see `Encoded`; `write_atomic` and `write_stdout` take
+    it); returns it and warnings (things the format could not keep). `picture.array` must not
+    change until it is written."""
     import numpy as np
 
     array = picture.array
@@ -471,11 +505,11 @@ def encode(picture: Picture, fmt: str, quality: int | None = None, strip: bool =
     if icc and not _icc_fits(icc, array.shape[2]):
         warnings.append(f"ICC profile for {_icc_space(icc)} data does not fit the output: dropped")
         icc = None
-    if fmt == "png" and array.dtype == np.uint16 and array.shape[2] != 1:
-        return _encode_png16(array, icc, exif), warnings
+    if fmt == "png":
+        return Encoded(lambda write: write_png(write, array, icc, exif)), warnings
     if fmt == "tiff":
-        return _encode_tiff(array, icc), warnings
-    return _encode_pillow(array, fmt, quality, icc, exif), warnings
+        return Encoded(data=_encode_tiff(array, icc)), warnings
+    return Encoded(data=_encode_pillow(array, fmt, quality, icc, exif)), warnings
 
 
 def _to_uint8(array):
@@ -508,9 +542,7 @@ def _encode_pillow(array, fmt: str, quality: int | None, icc: bytes | None, exif
             kwargs["lossless"] = True
         else:
             kwargs["quality"] = quality or 95
-    elif fmt == "png":
-        kwargs["compress_level"] = 6
-    if fmt in ("jpeg", "webp", "png"):
+    if fmt in ("jpeg", "webp"):
         if icc:
             kwargs["icc_profile"] = icc
         if exif:
@@ -518,26 +550,122 @@ def _encode_pillow(array, fmt: str, quality: int | None, icc: bytes | None, exif
     return iio.imwrite("<bytes>", image, plugin="pillow", extension=FORMATS[fmt], **kwargs)
 
 
-def _encode_png16(array, icc: bytes | None, exif: bytes | None) -> bytes:
-    import png
+# -- PNG writing --------------------------------------------------------------------------------
+#
+# Every PNG is written here, band by band, straight into the output stream. Neither library can
+# do that: Pillow encodes only a whole Image, which holds RGB at 4 bytes a pixel (a 384 MP sr x4
+# output of 1.07 GiB became a 1.43 GiB copy, and then a second full copy as encoded bytes), and
+# keeps 8 bits of 16-bit colour; pypng streams rows but never filters them (filter type 0 only:
+# files ~25% larger than Pillow's on photos). So rows are filtered here in numpy, a band at a
+# time, with the choice Pillow and libpng make per row (the filter whose bytes, read as signed,
+# have the smallest sum of absolute values), and deflated with Pillow's zlib settings.
 
-    height, width, planes = array.shape
-    writer = png.Writer(width, height, greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16,
-                        compression=6)
-    buffer = io.BytesIO()
-    writer.write_array(buffer, array.reshape(-1))
-    data = buffer.getvalue()
-    if not (icc or exif):
-        return data
-    chunks = list(png.Reader(bytes=data).chunks())
-    extra = []
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Raw bytes filtered at once: large enough for numpy to be quick, small against any image
+# (the filters need about 12 times the band's bytes while they run).
+PNG_BAND_BYTES = 2 << 20
+# Compressed bytes per IDAT chunk.
+PNG_CHUNK_BYTES = 1 << 20
+_PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
+
+
+def write_png(write, array, icc: bytes | None = None, exif: bytes | None = None, level: int = 6) -> None:
+    """PNG of `array` ((H, W, C) uint8 or uint16, C in 1..4) given to `write(bytes)` piece by
+    piece; at no time are the whole pixels copied or the whole file held."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    height, width, channels = array.shape
+    sample = array.dtype.itemsize  # bytes per sample: 1 or 2 (16 bits, big-endian in PNG)
+    write(PNG_SIGNATURE)
+    write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8 * sample,
+                                          _PNG_COLOUR_TYPES[channels], 0, 0, 0)))
     if icc:
-        extra.append((b"iCCP", b"icc\x00\x00" + zlib.compress(icc)))
+        write(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc)))
     if exif:
-        extra.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    out = io.BytesIO()
-    png.write_chunks(out, chunks[:1] + extra + chunks[1:])
-    return out.getvalue()
+        write(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 15, 9)  # Pillow's settings
+    pending: list[bytes] = []
+
+    def deflated(piece: bytes) -> None:
+        pending.append(piece)
+        if sum(map(len, pending)) >= PNG_CHUNK_BYTES:
+            _write_idat(write, pending)
+            pending.clear()
+
+    row_bytes = width * channels * sample
+    rows = max(1, PNG_BAND_BYTES // row_bytes)
+    previous = np.zeros(row_bytes, np.uint8)
+    # Two stages: while zlib deflates one band in a thread, numpy filters the next (both release
+    # the GIL), so with a second core the filters cost no wall time beside zlib's.
+    with ThreadPoolExecutor(1, thread_name_prefix="imgen-png") as deflater:
+        deflating = None
+        for top in range(0, height, rows):
+            band = array[top:top + rows].reshape(-1, width * channels)
+            band = band.astype(">u2") if sample == 2 else np.ascontiguousarray(band)
+            band = band.view(np.uint8)
+            filtered = _filter_rows(band, previous, channels * sample)
+            previous = band[-1].copy()
+            if deflating is not None:
+                deflated(deflating.result())
+            deflating = deflater.submit(compressor.compress, filtered)
+        deflated(deflating.result())
+    deflated(compressor.flush())
+    _write_idat(write, pending)
+    write(_png_chunk(b"IEND", b""))
+
+
+def _filter_rows(band, previous, bpp: int):
+    """(n, L) bytes -> (n, 1 + L) filtered rows, each led by its filter type (PNG spec, 9):
+    None, Sub, Up, Average or Paeth, whichever gives the smallest sum of |signed bytes|.
+    `previous` is the row above the band (zeros above the image); bytes wrap modulo 256."""
+    import numpy as np
+
+    n, length = band.shape
+    up = np.empty_like(band)
+    up[0] = previous
+    up[1:] = band[:-1]
+    left = np.zeros_like(band)
+    left[:, bpp:] = band[:, :-bpp]
+    corner = np.zeros_like(band)
+    corner[:, bpp:] = up[:, :-bpp]
+    candidates = np.empty((5, n, length), np.uint8)
+    candidates[0] = band
+    np.subtract(band, left, out=candidates[1])
+    np.subtract(band, up, out=candidates[2])
+    # floor((left + up) / 2) without leaving 8 bits
+    np.subtract(band, (left >> 1) + (up >> 1) + (left & up & 1), out=candidates[3])
+    a, b, c = left.astype(np.int16), up.astype(np.int16), corner.astype(np.int16)
+    pa, pb = np.abs(b - c), np.abs(a - c)
+    pc = np.abs(a + b - 2 * c)
+    predictor = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+    np.subtract(band, predictor, out=candidates[4])
+    del a, b, c, pa, pb, pc, predictor, up, left, corner
+    # |v| of v read as a signed byte (int8 abs keeps -128 as 0x80, which is 128 unsigned); on a
+    # tie the lower type wins, as in libpng
+    cost = np.abs(candidates.view(np.int8)).view(np.uint8).sum(axis=2, dtype=np.uint32)
+    choice = cost.argmin(axis=0)
+    out = np.empty((n, length + 1), np.uint8)
+    out[:, 0] = choice
+    out[:, 1:] = candidates[choice, np.arange(n)]
+    return out
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
+
+
+def _write_idat(write, pieces: list[bytes]) -> None:
+    """One IDAT chunk of `pieces`, written one by one (no joined copy)."""
+    size = sum(map(len, pieces))
+    if size:
+        write(struct.pack(">I", size) + b"IDAT")
+        crc = zlib.crc32(b"IDAT")
+        for piece in pieces:
+            write(piece)
+            crc = zlib.crc32(piece, crc)
+        write(struct.pack(">I", crc))
 
 
 def _encode_tiff(array, icc: bytes | None) -> bytes:
@@ -622,8 +750,16 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_stdout(data: bytes, stream=None) -> None:
-    """Image bytes to stdout, every write checked.
+def _write_fd(fd: int, data: bytes | Encoded) -> None:
+    """Bytes, or an Encoded image as it is made, to `fd`, every write checked."""
+    if isinstance(data, Encoded):
+        data.write_to(lambda piece: write_all(fd, piece))
+    else:
+        write_all(fd, data)
+
+
+def write_stdout(data: bytes | Encoded, stream=None) -> None:
+    """Image bytes (or an Encoded image, as it is made) to stdout, every write checked.
 
     A closed stdout (`>&-`), a full device (`> /dev/full`) or a short write is an OutputError;
     a reader that went away raises BrokenPipeError, which the CLI turns into exit 141.
@@ -637,12 +773,15 @@ def write_stdout(data: bytes, stream=None) -> None:
         fd = stream.fileno()
     except (AttributeError, OSError, ValueError):  # an in-memory stream (tests, embedding)
         target = getattr(stream, "buffer", stream)
-        target.write(data)
+        if isinstance(data, Encoded):
+            data.write_to(target.write)
+        else:
+            target.write(data)
         target.flush()
         return
     try:
         stream.flush()
-        write_all(fd, data)
+        _write_fd(fd, data)
     except BrokenPipeError:
         raise
     except OSError as exc:
@@ -651,10 +790,11 @@ def write_stdout(data: bytes, stream=None) -> None:
         raise OutputError(exc.strerror or str(exc), "-") from None
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> None:
-    """Write `data` to `path` so that readers never see a partial file.
+def write_atomic(path: str | os.PathLike, data: bytes | Encoded, overwrite: bool = False) -> None:
+    """Write `data` (bytes, or an Encoded image) to `path` so that readers never see a partial file.
 
-    The bytes go to a temporary file in the same folder, are flushed to disk, and are then linked
+    The bytes go to a temporary file in the same folder (an Encoded image as it is made, so
+    an interrupted encode is an interrupted write), are flushed to disk, and are then linked
     into place (which fails if the name exists, closing the race between check and write) or,
     with `overwrite`, renamed over it. An interrupted write leaves only the temporary file's
     removal to do, which the `finally` does.
@@ -675,7 +815,7 @@ def write_atomic(path: str | os.PathLike, data: bytes, overwrite: bool = False) 
         raise OutputError(exc.strerror or str(exc), str(path)) from None
     try:
         try:
-            write_all(fd, data)
+            _write_fd(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -715,11 +855,11 @@ def _stat(path: Path):
         return None
 
 
-def _write_into(path: Path, data: bytes) -> None:
+def _write_into(path: Path, data: bytes | Encoded) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            write_all(fd, data)
+            _write_fd(fd, data)
         finally:
             os.close(fd)
     except OSError as exc:

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import click
 
@@ -361,7 +361,9 @@ def enhance_bytes(pipeline, chain: Chain, image: bytes, uploads: dict, max_pixel
     sniffed = imgio.sniff(image)
     fmt = chain.format or (sniffed if sniffed in imgio.FORMATS else "png")
     settings = batch.Settings(format=fmt, quality=chain.quality, strip=chain.strip, max_pixels=max_pixels)
-    return batch.convert(pipeline, image, "-", fmt, settings, inputs)
+    done = batch.convert(pipeline, image, "-", fmt, settings, inputs)
+    # The response needs the whole file: encoded here, in the worker, not in the event loop.
+    return replace(done, data=bytes(done.data))
 
 
 class Service:
