@@ -33,6 +33,8 @@ MIN_AUTO_TILE = 512
 MAX_CPU_TILE = 1024
 # Images with a side below this run padded to it (see pad_small) and are cropped back.
 MIN_SIDE = 16
+# Float bytes of resized alpha rows at a time on their way into the output (ArraySink.put_alpha).
+ALPHA_BAND_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -234,10 +236,6 @@ class Engine:
                     used.append(step)
                 sink = ArraySink(array.dtype, alpha is not None, goal) if last else TensorSink(home)
                 x, alpha = self._run_step(step, extras[k], x, alpha, source, sink)
-            if alpha is not None:
-                if tuple(alpha.shape[-2:]) != x.shape[:2]:
-                    alpha = resize(alpha, x.shape[:2])
-                x[:, :, -1] = _quantize(alpha[0, 0], top, array.dtype)
             return x
 
     def _choose(self, step: Step, size: tuple[int, int], goal: tuple[int, int]) -> Step:
@@ -286,9 +284,10 @@ class Engine:
             if sink.crop is not None:
                 rows, cols = _cropped(alpha.shape[-2:], sink.crop)
                 alpha = alpha[..., :rows, :cols]
-        if alpha is not None and tuple(alpha.shape[-2:]) != sink.size:
-            alpha = resize(alpha, sink.size)
-        return sink.result(), alpha
+        out = sink.result()
+        if alpha is not None:
+            alpha = sink.put_alpha(alpha)
+        return out, alpha
 
     def _attempt(self, step: Step, extras: dict, x, alpha, dtype, source: str, sink):
         torch = _torch()
@@ -500,11 +499,15 @@ class Engine:
         return max(1, min(16, int(free * 0.5 / (tiling.bytes_per_pixel * tile * tile))))
 
 
-class TensorSink:
-    """Collects a step's output rows into one float tensor (for the next step of a chain)."""
+class _Sink:
+    """What the sinks of a step's output share: the grey flag, the crop of a padded small image,
+    the --blend (`mix`), the expected size, whole rows for the steps that need them, and the
+    check for black output. A sink gets `reset(grey)`, `open(size)`, then `write(row, band, col)`
+    for each finished rectangle of output, and gives `result()`."""
 
-    def __init__(self, device):
-        self.device = device
+    greys = True  # RGB output of a grey image becomes grey here
+
+    def __init__(self):
         self.grey = False
         self.crop = None  # (padded h, padded w, h, w) when the step ran on a padded image
         self.mix = None  # sizing.Mix for --blend
@@ -518,53 +521,70 @@ class TensorSink:
         self.size = tuple(size) if exact else _cropped(size, self.crop)
         self.rows = _Rows(self.size[1])
 
-    def write(self, row: int, band, col: int = 0) -> None:
-        band = _finish_band(band, self.grey, self.size, row, col)
+    def _bands(self, row: int, band, col: int, whole_rows: bool, clamp: bool):
+        """(row, col, piece) of a written rectangle, cropped, greyed and blended; with
+        `whole_rows` (or a blend, which works on whole rows) only once a band's rows are complete."""
+        band = _finish_band(band, self.grey and self.greys, self.size, row, col, clamp=clamp)
         if band is None:
             return
-        if self.mix is not None:  # the blend works on whole rows
+        if self.mix is not None or whole_rows:
             band, col = self.rows.add(band, col), 0
             if band is None:
                 return
-        if self.out is None:
-            self.out = _torch().empty((band.shape[0], band.shape[1], *self.size), device=self.device)
         for row, piece in _mixed(self, row, band):
+            yield row, col, piece
+
+    def black(self, x) -> bool:
+        """All zero for an input that is not (reduced precision can underflow to black)."""
+        if self.mix is not None:
+            return not self.seen and float(x.max()) > 0.0
+        return self._all_zero() and float(x.max()) > 0.0
+
+    def result(self):
+        return self.out
+
+
+class TensorSink(_Sink):
+    """Collects a step's output rows into one float tensor (for the next step of a chain)."""
+
+    def __init__(self, device):
+        super().__init__()
+        self.device = device
+
+    def write(self, row: int, band, col: int = 0) -> None:
+        for row, col, piece in self._bands(row, band, col, whole_rows=False, clamp=True):
+            if self.out is None:
+                self.out = _torch().empty((piece.shape[0], piece.shape[1], *self.size), device=self.device)
             self.out[..., row:row + piece.shape[-2], col:col + piece.shape[-1]] = piece.to(self.device)
 
     def expected_bytes(self, channels: int) -> int:
         """Memory the output will still take (a float tensor of `size`)."""
         return 0 if self.out is not None else self.size[0] * self.size[1] * channels * 4
 
-    def black(self, x) -> bool:
-        """All zero for an input that is not (reduced precision can underflow to black)."""
-        if self.mix is not None:
-            return not self.seen and float(x.max()) > 0.0
-        return float(self.out.abs().max()) == 0.0 and float(x.max()) > 0.0
+    def _all_zero(self) -> bool:
+        return float(self.out.abs().max()) == 0.0
 
-    def result(self):
-        return self.out
+    def put_alpha(self, alpha):
+        """The alpha plane (N, 1, h, w) for the next step: resized whole to this output's size."""
+        return alpha if tuple(alpha.shape[-2:]) == self.size else resize(alpha, self.size)
 
 
-class ArraySink:
+class ArraySink(_Sink):
     """Quantizes a step's output rows straight into the final (H, W, C) integer array; with a
     `final` size (h, w) other than the step's, through a banded resize (sizing.Resampler)."""
 
     def __init__(self, dtype, alpha: bool, final: tuple[int, int] | None = None):
+        super().__init__()
         self.dtype, self.alpha = dtype, alpha
         self.top = 65535.0 if str(dtype) == "uint16" else 255.0
-        self.grey = False
-        self.crop = None
-        self.mix = None  # sizing.Mix for --blend
         self.final = tuple(final) if final else None
 
     def reset(self, grey: bool):
-        self.grey, self.out, self.size, self.seen, self.resampler = grey, None, None, False, None
-        return self
+        self.resampler = None
+        return super().reset(grey)
 
     def open(self, size, exact: bool = False):
-        """Expect an output of `size`, which still holds the padding of a small image unless `exact`."""
-        self.size = tuple(size) if exact else _cropped(size, self.crop)
-        self.rows = _Rows(self.size[1])
+        super().open(size, exact)
         self.resampler = None
         if self.final is not None and self.final != self.size:
             from .sizing import Resampler
@@ -573,15 +593,8 @@ class ArraySink:
             self.resampler.open(self.size)
 
     def write(self, row: int, band, col: int = 0) -> None:
-        band = _finish_band(band, self.grey, self.size, row, col, clamp=False)
-        if band is None:
-            return
-        self.colours = band.shape[1]
-        if self.mix is not None or self.resampler is not None:  # both work on whole rows
-            band, col = self.rows.add(band, col), 0
-            if band is None:
-                return
-        for row, piece in _mixed(self, row, band):
+        for row, col, piece in self._bands(row, band, col, whole_rows=self.resampler is not None, clamp=False):
+            self.colours = piece.shape[1]
             if self.resampler is not None:
                 self.resampler.write(row, piece)
             else:
@@ -607,19 +620,38 @@ class ArraySink:
         self.out[row:row + rows, column:column + columns, :band.shape[1]] = _quantize(
             band[0].permute(1, 2, 0), self.top, self.dtype)
 
-    def black(self, x) -> bool:
-        """All zero for an input that is not (reduced precision can underflow to black)."""
-        if self.mix is not None:
-            return not self.seen and float(x.max()) > 0.0
+    def _all_zero(self) -> bool:
         if self.resampler is not None:
-            return float(self.resampler.mid.abs().max()) == 0.0 and float(x.max()) > 0.0
-        return not self.out[:, :, :self.colours].any() and float(x.max()) > 0.0
+            return float(self.resampler.mid.abs().max()) == 0.0
+        return not self.out[:, :, :self.colours].any()
 
     def result(self):
         if self.resampler is not None and self.out is None:
             for column, band in self.resampler.columns():
                 self._put(0, column, band)
         return self.out
+
+    def put_alpha(self, alpha) -> None:
+        """The alpha plane (1, 1, h, w) into the output's last channel, resized as the colour
+        was (to the step's size, then to `final`) band by band: a whole-size float alpha of an
+        upscaled image would cost 4 bytes an output pixel (1.5 GB for sr x4 of 24 MP)."""
+        height, width = alpha.shape[-2:]
+        stages = []
+        if (height, width) != self.size:
+            stages.append(BandResize((height, width), self.size))
+        if self.final is not None and self.final != self.size:
+            stages.append(BandResize(self.size, self.final))
+        out_h, out_w = self.out.shape[:2]
+        rows = max(1, ALPHA_BAND_BYTES // (4 * max(width, out_w) * (out_h // height + 1)))
+        for start in range(0, height, rows):
+            done = (start, alpha[..., start:start + rows, :].cpu())  # BandResize's taps are on the CPU
+            for stage in stages:
+                done = stage.push(done[1])
+                if done is None:
+                    break
+            else:
+                top, band = done
+                self.out[top:top + band.shape[-2], :, -1] = _quantize(band[0, 0], self.top, self.dtype)
 
 
 class _Rows:
@@ -660,16 +692,20 @@ def model_label(model: Model) -> str:
     return os.path.basename(model.weights) if model.name.startswith("file:") and model.weights else model.name
 
 
-class ResizeSink:
+class ResizeSink(_Sink):
     """Resizes a step's output on its way to another sink (`Command.output_size`), band by band.
 
     Rectangles arrive row band by row band, left to right; a band's rows go to the resizer once
-    its last rectangle is in, and the output rows they complete go on to `inner`.
+    its last rectangle is in, and the output rows they complete go on to `inner`, which keeps
+    the output, turns it grey and blends it (--blend).
     """
+
+    greys = False  # the inner sink does, after the resize
 
     def __init__(self, inner, size):
         self.inner, self.target = inner, tuple(size)
         self.grey = inner.grey
+        self.mix = None
 
     @property
     def crop(self):
@@ -677,27 +713,19 @@ class ResizeSink:
 
     def reset(self, grey: bool):
         self.inner.reset(grey)
-        self.grey = grey
-        return self
+        return super().reset(grey)
 
     def open(self, size):
         # The padding of a small image is cropped before the resize, not after.
-        self.source = _cropped(size, self.crop)
+        super().open(size)
         self.inner.open(self.target, exact=True)
-        self.resizer = BandResize(self.source, self.target)
-        self.rows = _Rows(self.source[1])
-
-    @property
-    def size(self):
-        return self.inner.size
+        self.resizer = BandResize(self.size, self.target)
 
     def write(self, row: int, band, col: int = 0) -> None:
-        band = _finish_band(band, False, self.source, row, col)
-        if band is not None:
-            band = self.rows.add(band, col)
-        done = self.resizer.push(band) if band is not None else None
-        if done is not None:
-            self.inner.write(*done)
+        for _, _, piece in self._bands(row, band, col, whole_rows=True, clamp=True):
+            done = self.resizer.push(piece)
+            if done is not None:
+                self.inner.write(*done)
 
     def expected_bytes(self, channels: int) -> int:
         return self.inner.expected_bytes(channels)

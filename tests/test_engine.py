@@ -470,3 +470,29 @@ def test_the_output_is_never_held_as_a_whole_float_copy():
     # x4 of a 1536x1536 grey image: the uint8 output is 36 MiB, as float RGB it would be 432 MiB;
     # a full-width band of 256-pixel tiles, twice, would be about 300 MiB.
     assert peak < 6144 * 6144 * 3 * 4 / 2, f"{peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("size", [[], ["--width", "150"]])
+def test_alpha_goes_into_the_output_band_by_band_as_a_whole_resize_would(imgen, test_plugins, tmp_path,
+                                                                          monkeypatch, size):
+    import torch
+
+    from imgen_cli import engine
+    from imgen_cli.filters import resize
+
+    rgba = natural_image(60, 80, 4, seed=7)
+    rgba[20:40, 30:50, 3] = 0  # hard edges, where resampling shows most
+    source = write(tmp_path / "in.png", rgba)
+    monkeypatch.setattr(engine, "ALPHA_BAND_BYTES", 1)  # one input row per band
+    result = imgen(["tinyup", source, *size, "-o", "out.png"])
+    assert result.exit_code == 0, result.stderr
+    out = read(tmp_path / "out.png")
+    # What the engine did before: the whole alpha plane resized to the step's size (x2), then to
+    # the size asked for, as floats, then quantized.
+    whole = resize(torch.from_numpy(rgba[:, :, 3] / 255.0).float()[None, None], (120, 160))
+    if size:
+        assert out.shape[:2] == (113, 150)
+        whole = resize(whole, (113, 150))
+    expected = engine._quantize(whole[0, 0], 255.0, np.uint8)
+    assert np.abs(out[:, :, 3].astype(int) - expected).max() <= 1
+    assert out[:, :, 3].min() == 0 and out[:, :, 3].max() > 200
