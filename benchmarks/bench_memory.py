@@ -2,6 +2,7 @@
 
     python benchmarks/bench_memory.py                      # all commands, 6000x4000, CPU
     python benchmarks/bench_memory.py --commands denoise,lowlight --size 3000x2000
+    python benchmarks/bench_memory.py --commands sr --alpha     # an RGBA input
     python benchmarks/bench_memory.py --imgen /path/to/old/imgen --imgen .venv/bin/imgen  # before/after
     python benchmarks/bench_memory.py --tile-cost 512     # bytes per input pixel of one call, per command
 
@@ -57,8 +58,8 @@ import sys
 import numpy as np
 from imgen_cli import io as imgio
 from imgen_cli.testing import natural_image
-folder, width, height = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-image = natural_image(height, width, 3)
+folder, width, height, channels = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+image = natural_image(height, width, channels)
 open(folder + "/big.png", "wb").write(imgio.encode(imgio.Picture(image, "png"), "png")[0])
 mask = np.zeros((height, width, 1), np.uint8)
 mask[height // 3: height // 3 + 40, width // 4: width // 4 + 300] = 255  # a cable across the sky
@@ -136,6 +137,7 @@ def main() -> None:
                              "under the same load")
     parser.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated, from: " + ", ".join(COMMANDS))
     parser.add_argument("--size", default="6000x4000", help="WIDTHxHEIGHT of the input")
+    parser.add_argument("--alpha", action="store_true", help="an RGBA input (the alpha plane is resized on its own)")
     parser.add_argument("--tile-cost", type=int, metavar="SIDE",
                         help="instead: memory per input pixel of one call on a SIDE x SIDE image, per command")
     args = parser.parse_args()
@@ -146,7 +148,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         source = tmp / "big.png"
-        subprocess.run([sys.executable, "-c", MAKE_INPUTS, str(tmp), str(width), str(height)], check=True,
+        channels = "4" if args.alpha else "3"
+        subprocess.run([sys.executable, "-c", MAKE_INPUTS, str(tmp), str(width), str(height), channels], check=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
         print(f"bench process: {_own_peak_mib():.0f} MiB peak RSS (the floor of every row)")
         print("| command | options | imgen | peak RSS (GiB) | wall (s) | CPU (s) | load before / after | status |")
@@ -154,6 +157,7 @@ def main() -> None:
         for command in args.commands.split(","):
             extra = [a.format(mask=tmp / "mask.png") for a in COMMANDS[command]]
             shown = " ".join(a if not a.startswith(str(tmp)) else Path(a).name for a in extra) or "defaults"
+            shown += ", RGBA input" if args.alpha else ""
             for imgen in imgens:
                 # Other work on the machine slows a run down: the 1-minute load average is printed
                 # with every row, so rows are compared under similar load.
