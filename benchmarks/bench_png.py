@@ -7,7 +7,7 @@ The image is a crop of a held-out photo (imgen_cli.datasets.VALIDATION), upscale
 with Pillow's bicubic filter to the size asked: what an `sr` output looks like to a PNG encoder.
 Also written: its RGBA (a gradient alpha), grey and 16-bit versions. Each encoder runs once per
 row in this process; the time is the best of `--repeat` runs (the machine is shared), wall and
-CPU (imgen's writer deflates in a second thread while it filters the next rows).
+CPU seconds (imgen's writer deflates in a second thread while it filters the next rows).
 """
 
 from __future__ import annotations
