@@ -123,6 +123,10 @@ class BandResize:
         """The output rows [top, top + rows) that `band` completes, as (top, tensor), or None."""
         import torch
 
+        if self.buffer is None and band.device != self.row_index.device:
+            # The taps follow the image (a CUDA output); `needed` and `lowest` stay on the CPU.
+            self.row_index, self.row_weights, self.col_index, self.col_weights = (
+                t.to(band.device) for t in (self.row_index, self.row_weights, self.col_index, self.col_weights))
         self.buffer = band if self.buffer is None else torch.cat([self.buffer, band], -2)
         arrived = self.first + self.buffer.shape[-2]
         end = int(torch.searchsorted(self.needed, arrived - 1, right=True))
