@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,14 @@ def run_imgen_on_terminal(args, extra_env=None):
 def run_imgen(args, input=None, plugins="imgen_test_tiny", cwd=None, extra_env=None, **kwargs):
     return subprocess.run(imgen_cmd() + [str(a) for a in args], input=input, capture_output=True,
                           env=imgen_env(plugins, extra_env), cwd=cwd, timeout=300, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """A shell without job control (`.ci/run &` in a script) starts background commands with
+    SIGINT ignored, and every process they start inherits that; imgen, rightly, keeps ignoring
+    it, so the Ctrl-C tests saw it run to the end (exit 0). Before each test the suite's SIGINT
+    is made the default again, which the imgen it starts then inherits."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
