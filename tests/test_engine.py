@@ -404,6 +404,23 @@ def test_band_resize_equals_a_whole_resize():
             assert float((out - whole).abs().max()) < 1e-4
 
 
+def test_band_resize_follows_the_device_of_its_bands():
+    # On a GPU the output bands are CUDA tensors; taps left on the CPU fail in index_select
+    # ("Tensor on device cpu is not on the expected device"). The meta device stands in for
+    # one here: it checks devices as CUDA does, without a GPU.
+    import torch
+
+    from imgen_cli.filters import BandResize
+
+    resizer, rows = BandResize((40, 30), (100, 75)), 0
+    for _ in range(0, 40, 8):
+        finished = resizer.push(torch.empty(1, 3, 8, 30, device="meta"))
+        if finished is not None:
+            assert finished[1].device.type == "meta" and finished[1].shape[-1] == 75
+            rows += finished[1].shape[-2]
+    assert rows == 100
+
+
 @pytest.mark.parametrize("outscale", [None, 3.0, 1.5])
 def test_output_size_resizes_band_by_band_and_tiled_equals_untiled(imgen, engine_plugin, tmp_path, outscale):
     import torch
