@@ -30,7 +30,7 @@ MIN_TILE = 32
 # reached when the image and its output leave little of the budget (sr x4 of 24 MP: 1.07 GiB of
 # output); sr x4 of a 1500x1000 image took 61 s of CPU with 256- and 512-pixel tiles, 42 s with
 # 384 (512: 12 s of it page faults). It barely moves sr x4 of 24 MP (2.17 GiB peak with 512,
-# 2.15 with 384): the output and the input's float copy are most of that.
+# 2.15 with 384, when the input was still held as floats): the 1.07 GiB output is most of it.
 MIN_AUTO_TILE = 384
 # Nor above this on the CPU: larger tiles were no faster (denoise) or slower (restyle on 6 MP:
 # 1704-pixel tiles 27.8 s of CPU, 1024-pixel ones 25.8 s, the difference page faults).
