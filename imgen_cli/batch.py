@@ -36,7 +36,7 @@ import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import io as imageio_
@@ -605,7 +605,12 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
     bar = reporter.progress(total=len(jobs), desc="images", unit="img") if several else None
 
     def compute(job):
-        return _compute(job, pipeline, settings, convert)
+        outcome = _compute(job, pipeline, settings, convert)
+        if workers > 1 and outcome.done is not None and isinstance(outcome.done.data, imageio_.Encoded):
+            # Several files at once: a PNG is deflated here, beside the other jobs, not later in
+            # the one thread that writes in input order; waiting, it holds its file, not its pixels.
+            outcome.done = replace(outcome.done, data=bytes(outcome.done.data))
+        return outcome
 
     engine = getattr(pipeline, "engine", None)
     if hasattr(engine, "cancelled"):
