@@ -166,3 +166,16 @@ def test_tiled_matches_untiled(restyle, tmp_path):
         assert result.exit_code == 0, result.stderr
     whole, tiled = read(tmp_path / "t0.png").astype(int), read(tmp_path / "t160.png").astype(int)
     assert np.abs(whole - tiled).max() <= 2
+
+
+def test_colour_map_is_built_on_the_photos_device():
+    # On a GPU the lookup table was built on the CPU from a map on the GPU, and every restyle
+    # without --preserve-color failed ("Expected all tensors to be on the same device ...
+    # searchsorted"). The meta device stands in for CUDA: it refuses mixing devices as CUDA does.
+    import torch
+
+    from imgen_restyle._color import fit_colour_map, transport_lut
+
+    colour_map = fit_colour_map(torch.empty(500, 3, device="meta"), torch.empty(400, 3, device="meta"))
+    lut = transport_lut(colour_map, torch.zeros(3, device="meta"), torch.ones(3, device="meta"))
+    assert lut.device.type == "meta" and lut.shape == (1, 3, 33, 33, 33)

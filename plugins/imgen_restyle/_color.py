@@ -110,12 +110,13 @@ def transport_lut(colour_map: dict, low: torch.Tensor, high: torch.Tensor, size:
     box `low`..`high` (per RGB channel) the image's colours occupy: a photo fills a small part of
     the RGB cube, and a table over the whole cube would blur a steep map there.
     """
-    axis = torch.linspace(0, 1, size)
+    qs, qt = colour_map["rgb"]
+    # The table is built where the map lives (the map's device: the GPU when the photo is there).
+    axis = torch.linspace(0, 1, size, device=qs.device)
     b, g, r = torch.meshgrid(axis, axis, axis, indexing="ij")
     grid = torch.stack([r, g, b], 0).reshape(1, 3, size, size * size)
-    grid = low.float().cpu().reshape(1, 3, 1, 1) + grid * (high - low).float().cpu().reshape(1, 3, 1, 1)
-    points = grid.permute(0, 2, 3, 1).reshape(-1, 3)
-    qs, qt = colour_map["rgb"]
+    low, high = low.float().to(qs.device).reshape(1, 3, 1, 1), high.float().to(qs.device).reshape(1, 3, 1, 1)
+    points = (low + grid * (high - low)).permute(0, 2, 3, 1).reshape(-1, 3)
     points = _to_lab(torch.stack([_interp(points[:, d], qs[d], qt[d]) for d in range(3)], 1))
     for rotation, qs, qt in colour_map["lab"]:
         points = _apply_step(points, rotation, qs, qt)
