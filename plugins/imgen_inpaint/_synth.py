@@ -11,7 +11,8 @@ their pixels plus their mean colour against the smooth fill's (the "guide"), whi
 copied texture on the structure and shading the smooth fill continues across the hole.
 
 Everything is batched tensor code (gathers over the list of hole pixels), so it runs on CPU and
-CUDA alike, and a seeded generator makes the output repeatable.
+CUDA alike. The random draws come from one seeded CPU generator whatever the device, so the output
+is repeatable and the same texture is copied on a GPU as on the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ MIN_SIDE = 24
 # from anywhere in the crop; finer levels only refine the matches they inherit, locally, which is
 # what keeps a 512-pixel region within its time budget on a CPU.
 COARSEST, MIDDLE, FINEST = (5, 2, None), (2, 1, 16), (1, 1, 4)
+
+
+class _Random:
+    """Seeded draws made on the CPU and moved to `device`: CUDA's generator gives other numbers
+    than the CPU's for one seed, and with it other copied texture."""
+
+    def __init__(self, seed: int, device):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = device
+
+    def randint(self, high: int, count: int) -> torch.Tensor:
+        return torch.randint(high, (count,), generator=self.generator).to(self.device)
+
+    def rand(self, *size: int) -> torch.Tensor:
+        return torch.rand(size, generator=self.generator).to(self.device)
 
 
 def _erode_steps(hole: torch.Tensor, cap: int) -> torch.Tensor:
@@ -84,12 +100,11 @@ class _Level:
             self.local = (ty - self.box[0]) * (self.box[3] - self.box[2]) + (tx - self.box[2])
 
 
-def _basis(level: _Level, generator: torch.Generator) -> torch.Tensor:
+def _basis(level: _Level, random: _Random) -> torch.Tensor:
     """(COMPONENTS, 3, PATCH, PATCH) principal directions of the level's known patches."""
     r = PATCH // 2
     device = level.image.device
-    picks = level.sources[torch.randint(len(level.sources), (min(4096, len(level.sources)),), generator=generator,
-                                        device=device)]
+    picks = level.sources[random.randint(len(level.sources), min(4096, len(level.sources)))]
     ys, xs = picks // level.w, picks % level.w
     d = torch.arange(-r, r + 1, device=device)
     py = (ys[:, None, None] + d[None, :, None]).expand(-1, PATCH, PATCH)
@@ -118,15 +133,14 @@ def _patch_mean(image: torch.Tensor, weight: float) -> torch.Tensor:
 class _Field:
     """The nearest-neighbour field of one level: a source centre (flat index) per target pixel."""
 
-    def __init__(self, level: _Level, source: torch.Tensor, generator: torch.Generator):
-        self.level, self.generator = level, generator
+    def __init__(self, level: _Level, source: torch.Tensor, random: _Random):
+        self.level, self.random = level, random
         self.nnf = source
         self.cost = torch.full(source.shape, float("inf"), device=source.device)
 
     def _random_sources(self, count: int) -> torch.Tensor:
         level = self.level
-        pick = torch.randint(len(level.sources), (count,), generator=self.generator, device=level.sources.device)
-        return level.sources[pick]
+        return level.sources[self.random.randint(len(level.sources), count)]
 
     def _try(self, cand_y: torch.Tensor, cand_x: torch.Tensor, targets_desc: torch.Tensor, sources_desc: torch.Tensor,
              ok: torch.Tensor | None = None) -> None:
@@ -147,7 +161,6 @@ class _Field:
         level = self.level
         self.cost = (sources_desc[:, self.nnf] - targets_desc).square().sum(0)
         ty, tx = level.targets // level.w, level.targets % level.w
-        device = ty.device
         for _ in range(passes):
             # Propagation: a neighbour's match, shifted back by the step to the neighbour, is a
             # coherent candidate; steps of 1 and 4 pixels spread good matches quickly in parallel.
@@ -163,7 +176,7 @@ class _Field:
             sy, sx = self.nnf // level.w, self.nnf % level.w
             radius = max(level.h, level.w) / 2 if reach is None else reach
             while radius >= 1:
-                jitter = (torch.rand((2, len(self.nnf)), generator=self.generator, device=device) * 2 - 1) * radius
+                jitter = (self.random.rand(2, len(self.nnf)) * 2 - 1) * radius
                 self._try(sy + jitter[0].round().long(), sx + jitter[1].round().long(), targets_desc, sources_desc)
                 sy, sx = self.nnf // level.w, self.nnf % level.w
                 radius /= 2
@@ -227,8 +240,7 @@ def synthesize(image: torch.Tensor, hole: torch.Tensor, seed: int = 0, guide_wei
     Returns the (3, H, W) image with the holes replaced; returns `image` unchanged when the crop
     has too few fully known patches to copy from.
     """
-    generator = torch.Generator(device=image.device)
-    generator.manual_seed(seed)
+    random = _Random(seed, image.device)
     guide_scale = math.sqrt(guide_weight * PATCH * PATCH)
     levels = [_Level(image, hole, image)]
     while min(levels[-1].h, levels[-1].w) >= 2 * MIN_SIDE and bool(levels[-1].hole.any()):
@@ -247,13 +259,12 @@ def synthesize(image: torch.Tensor, hole: torch.Tensor, seed: int = 0, guide_wei
         rounds, passes, reach = COARSEST if depth_index == 0 else FINEST if finest else MIDDLE
         if estimate is None:
             estimate = level.image
-            field = _Field(level, level.sources[torch.randint(len(level.sources), (len(level.targets),),
-                                                              generator=generator, device=image.device)], generator)
+            field = _Field(level, level.sources[random.randint(len(level.sources), len(level.targets))], random)
         else:
             up = F.interpolate(estimate[None], size=(level.h, level.w), mode="bilinear", align_corners=False)[0]
             estimate = torch.where(level.hole, up, level.image)
-            field = _upsample(field, level, generator)
-        basis = _basis(level, generator)
+            field = _upsample(field, level, random)
+        basis = _basis(level, random)
         sources_desc = _describe(level.image, basis, _patch_mean(level.image, guide_scale))
         guide_mean = _patch_mean(level.guide, guide_scale).flatten(1)[:, level.targets]
 
@@ -278,7 +289,7 @@ def synthesize(image: torch.Tensor, hole: torch.Tensor, seed: int = 0, guide_wei
     return torch.where(hole, estimate, image)
 
 
-def _upsample(coarse: _Field, level: _Level, generator: torch.Generator) -> _Field:
+def _upsample(coarse: _Field, level: _Level, random: _Random) -> _Field:
     """The field of the next finer level: each target takes its coarse parent's match, doubled."""
     parent_level = coarse.level
     ty, tx = level.targets // level.w, level.targets % level.w
@@ -290,6 +301,5 @@ def _upsample(coarse: _Field, level: _Level, generator: torch.Generator) -> _Fie
     inside = (sy < level.h) & (sx < level.w) & (k >= 0)
     cand = sy.clamp(max=level.h - 1) * level.w + sx.clamp(max=level.w - 1)
     good = inside & level.valid[cand]
-    fallback = level.sources[torch.randint(len(level.sources), (len(level.targets),), generator=generator,
-                                           device=level.sources.device)]
-    return _Field(level, torch.where(good, cand, fallback), generator)
+    fallback = level.sources[random.randint(len(level.sources), len(level.targets))]
+    return _Field(level, torch.where(good, cand, fallback), random)
