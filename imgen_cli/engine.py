@@ -106,6 +106,7 @@ class Engine:
         self.device = resolve_device(device)
         self.precision = precision
         self.tile = parse_tile(tile)
+        memory_budget()  # a malformed $IMGEN_MEMORY is a usage error on any device and --tile
         self.info = info or (lambda message: None)
         self.progress = progress
         self._described: dict[tuple[str, str], Loaded] = {}

@@ -11,6 +11,8 @@ In a plugin's `conftest.py`:
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,38 @@ def imgen(imgen_registry, tmp_path, monkeypatch):
         return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False, **kwargs)
 
     return run
+
+
+# Peak RSS of a command alone. wait4 reports a child's peak as at least its parent's: Linux counts
+# the parent's memory, which a vfork()ed or fork()ed child shares until exec, and keeps the
+# largest figure across exec. So a test or benchmark that has itself loaded torch would see its
+# own peak in every command it measures. This small launcher forks the command from a process
+# that holds next to nothing and writes what wait4 says of that command alone.
+_MEASURE = """
+import json, os, signal, sys
+pid = os.fork()
+if pid == 0:
+    for name in ("SIGPIPE", "SIGXFSZ"):  # Python ignores these; the command gets the defaults
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    json.dump({"peak_rss": usage.ru_maxrss * 1024, "cpu_s": usage.ru_utime + usage.ru_stime}, report)
+code = os.waitstatus_to_exitcode(status)
+sys.exit(128 - code if code < 0 else code)
+"""
+
+
+def measured(command: list, report: str | Path) -> list[str]:
+    """`command` wrapped so that, once it has ended, `report` holds its own peak resident memory
+    (bytes) and CPU seconds as JSON (read it with `measurement`). The exit status is the
+    command's (128 + N for a signal N); stdin, stdout and stderr are passed through."""
+    return [sys.executable, "-c", _MEASURE, str(report), *map(str, command)]
+
+
+def measurement(report: str | Path) -> dict:
+    """{"peak_rss": bytes, "cpu_s": seconds} of a command run through `measured`."""
+    return json.loads(Path(report).read_text())
 
 
 def natural_image(height: int = 96, width: int = 128, channels: int = 3, dtype: str = "uint8", seed: int = 0):

@@ -171,7 +171,7 @@ def test_two_inputs_to_one_output_are_refused_before_any_work(imgen, test_plugin
 def test_json_records_one_per_input_and_a_summary(imgen, test_plugins, tmp_image, tmp_path):
     good = tmp_image("good.png")
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    result = imgen(["tinyup", good, "bad.png", "-o", "out", "--json", "--report", "report.jsonl"])
+    result = imgen(["tinyup", good, "bad.png", "-o", "out", "--json", "--report", "report.jsonl", "--device", "cpu"])
     assert result.exit_code == errors.FAILED
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert records == [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()]
@@ -210,8 +210,8 @@ def test_jobs_2_writes_the_same_bytes_as_jobs_1(imgen, test_plugins, tmp_path):
     for name in ("kite", "wood", "bridge"):  # real photos, cropped small to keep the test fast
         for fmt in ("PNG", "JPEG"):
             (fold / f"{name}.{fmt.lower()}").write_bytes(_crop(DATA / f"{name}.png", fmt))
-    one = imgen(["denoise", fold, "-o", "one", "--jobs", "1", "--tile", "64"])
-    two = imgen(["denoise", fold, "-o", "two", "--tile", "64", "-v"])  # auto: 2 for small images
+    one = imgen(["denoise", fold, "-o", "one", "--jobs", "1", "--tile", "64", "--device", "cpu"])
+    two = imgen(["denoise", fold, "-o", "two", "--tile", "64", "-v", "--device", "cpu"])  # auto: 2 for small images
     assert one.exit_code == 0 and two.exit_code == 0, two.stderr
     assert "2 files at once" in two.stderr
     names = files(tmp_path / "one")
@@ -239,7 +239,7 @@ def test_ctrl_c_with_jobs_stops_the_running_images_too(tmp_path):
 
     # 81 tiles of 0.2 s per image: finishing the two running images would take over 16 s.
     proc = subprocess.Popen(imgen_cmd() + ["slow", DATA / "kite.png", DATA / "wood.png", DATA / "bridge.png",
-                                           "--tile", "32", "--jobs", "2", "-o", tmp_path / "out", "-v"],
+                                           "--tile", "32", "--jobs", "2", "-o", tmp_path / "out", "-v", "--device", "cpu"],
                             stderr=subprocess.PIPE, env=imgen_env())
     started = []
     while len(started) < 2:  # both images are running their tiles
@@ -260,9 +260,9 @@ def test_jobs_auto_runs_big_images_and_single_files_one_at_a_time(imgen, test_pl
 
     monkeypatch.setattr(cli, "_cores", lambda: 4)
     small = [tmp_image("a.png"), tmp_image("b.png", seed=1)]
-    assert "2 files at once, 2 torch threads each" in imgen(["invert", *small, "-o", "out", "-v"]).stderr
+    assert "2 files at once, 2 torch threads each" in imgen(["invert", *small, "-o", "out", "-v", "--device", "cpu"]).stderr
     monkeypatch.setattr(cli, "AUTO_JOBS_MAX_PIXELS", 96 * 128 - 1)
-    assert "files at once" not in imgen(["invert", *small, "-o", "big", "-v"]).stderr
+    assert "files at once" not in imgen(["invert", *small, "-o", "big", "-v", "--device", "cpu"]).stderr
     assert imgen(["invert", small[0], "--jobs", "0"]).exit_code == errors.USAGE
 
 
@@ -279,7 +279,7 @@ def test_imgen_ray_refuses_the_local_batch_options(imgen, test_plugins, tmp_imag
 
 def test_verbose_tells_model_device_precision_tiles_and_time(imgen, test_plugins, tmp_image):
     source = tmp_image("in.png", height=200, width=300)
-    result = imgen(["tinyup", source, "--tile", "128", "-v", "-o", "out.png"])
+    result = imgen(["tinyup", source, "--tile", "128", "-v", "-o", "out.png", "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert "imgen: tinyup: model tiny-x2 on cpu, fp32" in lines

@@ -73,20 +73,27 @@ def files(tmp_path, sub=""):
 # -- real processes -----------------------------------------------------------------------------
 
 
-def process(args, stdout=subprocess.PIPE, preexec=None, cwd=None):
-    """A real imgen process; returns (exit status, stdout, stderr, peak RSS in MB)."""
+def process(args, stdout=subprocess.PIPE, preexec=None, cwd=None, measure=False):
+    """A real imgen process; returns (exit status, stdout, stderr, peak RSS in MB or None).
+
+    With `measure` the process is started through imgen_cli.testing.measured, so its peak is its
+    own and not this test process's (which wait4 would report for a direct child)."""
+    from imgen_cli.testing import measured, measurement
+
     err_path = Path(cwd or ".") / ".stderr"
+    report = Path(cwd or ".") / ".peak"
+    command = imgen_cmd() + [str(a) for a in args]
     with open(err_path, "wb") as err:
-        proc = subprocess.Popen(imgen_cmd() + [str(a) for a in args], stdout=stdout, stderr=err, env=imgen_env(),
-                                cwd=cwd, preexec_fn=preexec)
-        out = b""
-        if stdout is subprocess.PIPE:
-            out = proc.stdout.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc = subprocess.Popen(measured(command, report) if measure else command, stdout=stdout, stderr=err,
+                                env=imgen_env(), cwd=cwd, preexec_fn=preexec)
+        out = proc.communicate()[0] or b""
     text = err_path.read_text()
     err_path.unlink()
-    return proc.returncode, out, text, usage.ru_maxrss / 1024
+    peak = None
+    if measure:
+        peak = measurement(report)["peak_rss"] / 2**20
+        report.unlink()
+    return proc.returncode, out, text, peak
 
 
 def in_process(imgen):
@@ -129,7 +136,7 @@ def _real_bomb(case, tmp_path):
     """A valid 260 KB PNG that decodes to 268 MB: refused with far less than that in memory (a
     small image's run peaks near 230 MB with torch loaded)."""
     bomb = write(tmp_path, "bomb.png", corpus.png_bomb(16384, 16384))
-    code, out, err, peak = process(["invert", bomb, "-o", tmp_path / "o.png"], cwd=tmp_path)
+    code, out, err, peak = process(["invert", bomb, "-o", tmp_path / "o.png"], cwd=tmp_path, measure=True)
     assert peak < 400, f"refusing the bomb took {peak:.0f} MB"
     return code, out, err
 
@@ -530,6 +537,10 @@ case("options", "IMGEN_MEMORY-not-a-size", lambda t: (["smooth", image_file(t, "
      errors.USAGE, "IMGEN_MEMORY='LOTS': give bytes with an optional K, M, G or T", runner="memory")
 case("options", "IMGEN_MEMORY-nan", lambda t: (["smooth", image_file(t, "in.png"), "-o", "o.png"], None),
      errors.USAGE, "IMGEN_MEMORY='NAN': at least 64M", runner="memory-nan")
+# Refused whether or not a budget is used (a fixed --tile here; the GPU's memory on a GPU).
+case("options", "IMGEN_MEMORY-with-fixed-tile",
+     lambda t: (["smooth", image_file(t, "in.png"), "--tile", "64", "-o", "o.png"], None),
+     errors.USAGE, "IMGEN_MEMORY='LOTS': give bytes with an optional K, M, G or T", runner="memory")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
