@@ -109,8 +109,9 @@ class Pipeline:
     def input_names(self) -> list[str]:
         return [name for spec in self.specs for name in spec.inputs]
 
-    def run_array(self, array, source: str = "-", inputs: dict | None = None):
-        """(H, W, C) uint8/uint16 in, same dtype out; `inputs` maps extra input names to arrays or paths."""
+    def run_array(self, array, source: str = "-", inputs: dict | None = None, stream=None):
+        """(H, W, C) uint8/uint16 in, same dtype out; `inputs` maps extra input names to arrays or paths.
+        With `stream` (an io.PngFile) the output's rows may go there as they are made: see Engine.run."""
         from . import batch
 
         inputs = inputs or {}
@@ -143,7 +144,8 @@ class Pipeline:
                                  f"above the {megapixels(self.max_pixels)} limit (raise it with --max-pixels)",
                                  source)
         used: list = []
-        result = self.engine.run(array, self.steps, extras, source=source, target=self.target, used=used)
+        result = self.engine.run(array, self.steps, extras, source=source, target=self.target, used=used,
+                                 stream=stream)
         self._ran.steps = used
         return result
 

@@ -15,7 +15,10 @@ The pieces serve every front end (the CLI, a service, a Ray job) with the CLI's 
     write_output(name, done.data, overwrite=settings.overwrite)  # atomic; refuses to clobber
 
 A PNG is encoded as it is written (io.Encoded): `done.data` holds the pixels until then, and
-`bytes(done.data)` gives the whole file where bytes are needed (a service's response).
+`bytes(done.data)` gives the whole file where bytes are needed (a service's response). Given the
+output file (`convert(..., output=name)`), a PNG is written while the pipeline makes it, row band
+by row band (io.PngFile), and the whole image is never held: `write_output` then puts the file
+in place.
 
 `choose_output` names the output of one input from its name and first bytes (the format is
 sniffed, never guessed from the name): the forced `--format`, else the output name's extension,
@@ -73,7 +76,7 @@ class Settings:
 class Converted:
     """An encoded output and what the CLI says about it."""
 
-    data: bytes | imageio_.Encoded  # Encoded: made as it is written (see io.Encoded)
+    data: bytes | imageio_.Encoded | imageio_.PngFile  # Encoded: made as it is written; PngFile: written
     format: str
     warnings: tuple[str, ...]
     size_in: tuple[int, int]  # (width, height)
@@ -412,9 +415,11 @@ def read_source(source: str, max_pixels: int | None, stdin=None) -> imageio_.Pic
     return imageio_.decode(read_input(source, stdin, max_pixels), source, max_pixels)
 
 
-def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None) -> Converted:
+def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, inputs: dict | None = None,
+            output: str | None = None) -> Converted:
     """Decode `data`, run the pipeline on it and encode the result as `fmt` (see `choose_output`);
-    a PNG is encoded when it is written (`write_output`).
+    a PNG is encoded when it is written (`write_output`), or, given the `output` file it goes to,
+    written there as the pipeline finishes its rows (see io.PngFile; `write_output` commits it).
 
     `source` names the input in messages and matches extra inputs given as folders (`--mask DIR`);
     `inputs` gives extra image inputs by name (arrays or paths), as `Pipeline.run_array` takes them.
@@ -422,11 +427,27 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
     picture = imageio_.decode(data, source, settings.max_pixels)
     del data  # the encoded input (53 MB for a 24 MP PNG) is not held while the pipeline runs
     height, width = picture.array.shape[:2]
-    picture.array = pipeline.run_array(picture.array, source=source, inputs=inputs)
+    about = pipeline.describe if hasattr(pipeline, "describe") else (lambda: None)
+    stream = None
+    if output not in (None, STDIO) and fmt == "png" and not imageio_.is_stream(output):
+        make_parent(output)
+        stream = imageio_.PngFile(output, None if settings.strip else picture.icc,
+                                  None if settings.strip else picture.exif)
+    try:
+        picture.array = pipeline.run_array(picture.array, source=source, inputs=inputs, stream=stream)
+        if picture.array is None:
+            out_h, out_w = stream.size
+            return Converted(stream, fmt, (*picture.warnings, *stream.warnings), (width, height), (out_w, out_h),
+                             about())
+    except BaseException:
+        if stream is not None:
+            stream.discard()
+        raise
+    if stream is not None:  # not streamed (alpha, a final resize)
+        stream.discard()
     out_h, out_w = picture.array.shape[:2]
     encoded, warnings = imageio_.encoder(picture, fmt, quality=settings.quality, strip=settings.strip)
-    about = pipeline.describe() if hasattr(pipeline, "describe") else None
-    return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h), about)
+    return Converted(encoded, fmt, (*picture.warnings, *warnings), (width, height), (out_w, out_h), about())
 
 
 def match_input(spec: ImageInput, value: str | None, source: str) -> str | None:
@@ -469,19 +490,29 @@ def fit_channels(array, spec: ImageInput):
     return array
 
 
-def write_output(output: str, data: bytes | imageio_.Encoded, overwrite: bool, stdout=None) -> None:
+def write_output(output: str, data: bytes | imageio_.Encoded | imageio_.PngFile, overwrite: bool,
+                 stdout=None) -> None:
     """Write (and for an Encoded PNG, encode) to stdout ("-") or atomically to a file, creating
-    its folder; never over an existing file without `overwrite`."""
+    its folder; never over an existing file without `overwrite`. A PngFile (written by `convert`
+    as it was made) is put in place."""
+    if isinstance(data, imageio_.PngFile):
+        data.commit(overwrite)
+        return
     if output == STDIO:
         imageio_.write_stdout(data, stdout)
         return
+    make_parent(output)
+    imageio_.write_atomic(output, data, overwrite=overwrite)
+
+
+def make_parent(output: str) -> None:
+    """Create the folder an output file goes into."""
     parent = Path(output).parent
     if str(parent) and not parent.exists():
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(exc.strerror or str(exc), str(parent)) from None
-    imageio_.write_atomic(output, data, overwrite=overwrite)
 
 
 SKIPPED, WRITTEN, FAILED_STATUS, PLANNED = "skipped", "written", "failed", "planned"
@@ -502,7 +533,7 @@ def run_job(job: Job, pipeline, settings: Settings, reporter, convert=convert) -
     """One file of the CLI: "skipped" when its output exists and --skip-existing says so (before
     anything is read or loaded), else read, convert, write and say so; "written". `convert` makes
     the pixels: this module's, or another with its signature (imgen --server's, over HTTP)."""
-    return _finish(job, _compute(job, pipeline, settings, convert), settings, reporter).status
+    return _finish(job, _compute(job, pipeline, settings, convert, stream=True), settings, reporter).status
 
 
 @dataclass
@@ -514,13 +545,15 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _compute(job: Job, pipeline, settings: Settings, convert) -> Outcome:
-    """The part of a job that may run beside others: the exists check, reading and converting."""
+def _compute(job: Job, pipeline, settings: Settings, convert, stream: bool = False) -> Outcome:
+    """The part of a job that may run beside others: the exists check, reading and converting
+    (with `stream`, a PNG file is written as it is made; `_finish` puts it in place)."""
     started = time.perf_counter()
     if exists_skipped(job, settings):
         return Outcome(SKIPPED)
     # The input's bytes are passed on, not kept here: convert drops them once decoded.
-    done = convert(pipeline, read_input(job.source, max_pixels=settings.max_pixels), job.source, job.format, settings)
+    done = convert(pipeline, read_input(job.source, max_pixels=settings.max_pixels), job.source, job.format, settings,
+                   output=job.output if stream else None)
     return Outcome(WRITTEN, done, time.perf_counter() - started)
 
 
@@ -532,14 +565,18 @@ def _finish(job: Job, outcome: Outcome, settings: Settings, reporter, show_writi
         reporter.info(f"{job.output}: exists, skipped")
         return outcome
     done = outcome.done
-    for warning in done.warnings:
-        reporter.say(f"{job.source}: {warning}")
-    started = time.perf_counter()
-    writing = contextlib.nullcontext()
-    if show_writing and job.output != STDIO and isinstance(done.data, imageio_.Encoded):
-        writing = reporter.phase(f"writing {job.output}, {imageio_.megapixels(done.size_out[0] * done.size_out[1])}…")
-    with writing:
-        write_output(job.output, done.data, overwrite=settings.overwrite)
+    try:
+        for warning in done.warnings:
+            reporter.say(f"{job.source}: {warning}")
+        started = time.perf_counter()
+        writing = contextlib.nullcontext()
+        if show_writing and job.output != STDIO and isinstance(done.data, imageio_.Encoded):
+            writing = reporter.phase(f"writing {job.output}, {imageio_.megapixels(done.size_out[0] * done.size_out[1])}…")
+        with writing:
+            write_output(job.output, done.data, overwrite=settings.overwrite)
+    finally:
+        if isinstance(done.data, imageio_.PngFile):
+            done.data.discard()  # nothing once committed; else (an error, a signal) the temporary file
     outcome.seconds += time.perf_counter() - started
     if job.output != STDIO:
         (w, h), (new_w, new_h) = done.size_in, done.size_out
@@ -605,7 +642,9 @@ def run(jobs: list[Job], pipeline, settings: Settings, reporter, convert=convert
     bar = reporter.progress(total=len(jobs), desc="images", unit="img") if several else None
 
     def compute(job):
-        outcome = _compute(job, pipeline, settings, convert)
+        # One file at a time: a PNG goes to its file as it is made. Several: each is finished and
+        # written in input order by this thread, so none is streamed (its file would stay open).
+        outcome = _compute(job, pipeline, settings, convert, stream=workers <= 1)
         if workers > 1 and outcome.done is not None and isinstance(outcome.done.data, imageio_.Encoded):
             # Several files at once: a PNG is deflated here, beside the other jobs, not later in
             # the one thread that writes in input order; waiting, it holds its file, not its pixels.

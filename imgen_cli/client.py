@@ -56,9 +56,9 @@ class Remote:
         self.timeout = timeout
         self._connection = None
 
-    def convert(self, pipeline, data: bytes, source: str, fmt: str, settings, inputs=None):
+    def convert(self, pipeline, data: bytes, source: str, fmt: str, settings, inputs=None, output=None):
         """batch.convert's work done by the server: `data` in, a batch.Converted out (the server
-        encodes too: its bytes are written as they came)."""
+        encodes too: its bytes are written as they came, so `output` is not needed here)."""
         from . import batch
         from . import io as imgio
 

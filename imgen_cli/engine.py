@@ -35,6 +35,10 @@ MIN_AUTO_TILE = 384
 # Nor above this on the CPU: larger tiles were no faster (denoise) or slower (restyle on 6 MP:
 # 1704-pixel tiles 27.8 s of CPU, 1024-pixel ones 25.8 s, the difference page faults).
 MAX_CPU_TILE = 1024
+# The CPU memory budget by default (IMGEN_MEMORY): 1.75 GiB, 1.88 GB. The tile estimate is not
+# exact (sr x4 of 24 MP peaked at 1.89 GiB on a 2 GiB budget), and with this one a 24 MP photo
+# stays under 2 GB in every command (benchmarks/bench_memory.py).
+DEFAULT_MEMORY = 7 << 28
 # Images with a side below this run padded to it (see pad_small) and are cropped back.
 MIN_SIDE = 16
 # Float bytes of resized alpha rows at a time on their way into the output (ArraySink.put_alpha).
@@ -208,13 +212,15 @@ class Engine:
     # -- images ----------------------------------------------------------------------------
 
     def run(self, array, steps: list[Step], extras: list[dict] | None = None, source: str = "-",
-            target=None, used: list | None = None):
+            target=None, used: list | None = None, stream=None):
         """Run a chain of steps on an (H, W, C) uint8/uint16 array; returns an array of the same dtype.
 
         `extras` holds, per step, its extra image inputs for this image: name -> (H, W, C) array.
         `target` (a sizing.Target) is the size of the output, for which steps with `choices`
         pick their scale and the output is resized; `used`, when given, receives the steps as
-        they ran (with the model each chose).
+        they ran (with the model each chose). `stream` (an io.PngFile, or anything with its
+        start/rows/restart/finish and `size`) takes the output's rows as they are finished
+        instead, when the output has no alpha and needs no final resize: then None is returned.
         Between steps the image stays a float tensor (on the device when it fits). The last step
         streams finished rows of tiles straight into the integer output array (through the
         banded resize to `target`), so a large image never holds a full-size float copy of its
@@ -244,7 +250,7 @@ class Engine:
                     step = self._choose(step, tuple(x.shape[-2:]), goal)
                 if used is not None:
                     used.append(step)
-                sink = ArraySink(array.dtype, alpha is not None, goal) if last else TensorSink(home)
+                sink = ArraySink(array.dtype, alpha is not None, goal, stream) if last else TensorSink(home)
                 x, alpha = self._run_step(step, extras[k], x, alpha, source, sink)
             return x
 
@@ -582,16 +588,23 @@ class TensorSink(_Sink):
 
 class ArraySink(_Sink):
     """Quantizes a step's output rows straight into the final (H, W, C) integer array; with a
-    `final` size (h, w) other than the step's, through a banded resize (sizing.Resampler)."""
+    `final` size (h, w) other than the step's, through a banded resize (sizing.Resampler).
 
-    def __init__(self, dtype, alpha: bool, final: tuple[int, int] | None = None):
+    With a `stream` (see Engine.run) and neither alpha nor a final resize, no array is made:
+    each band of rows goes to the stream as soon as its last rectangle is in."""
+
+    def __init__(self, dtype, alpha: bool, final: tuple[int, int] | None = None, stream=None):
         super().__init__()
         self.dtype, self.alpha = dtype, alpha
         self.top = 65535.0 if str(dtype) == "uint16" else 255.0
         self.final = tuple(final) if final else None
+        self.stream, self.streaming = stream, False
 
     def reset(self, grey: bool):
         self.resampler = None
+        if self.streaming and self.stream.size is not None:
+            self.stream.restart()  # a retry (smaller tiles, fp32) writes the rows again
+        self.streaming, self.band, self.nonzero = False, None, False
         return super().reset(grey)
 
     def open(self, size, exact: bool = False):
@@ -602,6 +615,8 @@ class ArraySink(_Sink):
 
             self.resampler = Resampler(self.final)
             self.resampler.open(self.size)
+        self.streaming = self.stream is not None and self.resampler is None and not self.alpha
+        self.next_row = 0  # the first row not yet given to the stream
 
     def write(self, row: int, band, col: int = 0) -> None:
         for row, col, piece in self._bands(row, band, col, whole_rows=self.resampler is not None, clamp=False):
@@ -612,7 +627,10 @@ class ArraySink(_Sink):
                 self._put(row, col, piece)
 
     def expected_bytes(self, channels: int) -> int:
-        """Memory the output array (and a resize's float intermediate) will still take."""
+        """Memory the output array (and a resize's float intermediate) will still take; streamed,
+        a band of rows as high as the largest tile's output, beside the stream's own."""
+        if self.streaming:
+            return self.size[1] * channels * (2 if self.top > 255 else 1) * min(self.size[0], MAX_CPU_TILE * 4)
         if self.out is not None:
             return 0
         height, width = self.final or self.size
@@ -624,6 +642,8 @@ class ArraySink(_Sink):
     def _put(self, row: int, column: int, band) -> None:
         import numpy as np
 
+        if self.streaming:
+            return self._stream(row, column, band)
         if self.out is None:
             channels = band.shape[1] + (1 if self.alpha else 0)
             self.out = np.empty((*(self.final or self.size), channels), dtype=self.dtype)
@@ -631,12 +651,42 @@ class ArraySink(_Sink):
         self.out[row:row + rows, column:column + columns, :band.shape[1]] = _quantize(
             band[0].permute(1, 2, 0), self.top, self.dtype)
 
+    def _stream(self, row: int, column: int, band) -> None:
+        """A rectangle into the band of rows being put together; the band to the stream once full.
+        Rectangles come band by band, top to bottom, and left to right within a band."""
+        import numpy as np
+
+        rows, columns = band.shape[-2:]
+        if self.band is None:
+            if row != self.next_row:
+                raise RuntimeError(f"output rows out of order: {row} after {self.next_row}")
+            if self.stream.size is None:
+                self.stream.start(*self.size, band.shape[1], self.dtype)
+            self.band, self.filled = np.empty((rows, self.size[1], band.shape[1]), dtype=self.dtype), 0
+        elif row != self.next_row or rows != len(self.band):
+            raise RuntimeError(f"output rectangle {rows} rows at {row} in the band of {len(self.band)} at {self.next_row}")
+        values = _quantize(band[0].permute(1, 2, 0), self.top, self.dtype)
+        self.band[:, column:column + columns] = values
+        self.nonzero = self.nonzero or bool(values.any())
+        self.filled += columns
+        if self.filled == self.size[1]:
+            self.stream.rows(self.band)
+            self.band, self.next_row = None, row + rows
+
     def _all_zero(self) -> bool:
+        if self.streaming:
+            return not self.nonzero
         if self.resampler is not None:
             return float(self.resampler.mid.abs().max()) == 0.0
         return not self.out[:, :, :self.colours].any()
 
     def result(self):
+        """The output array; None when it went to the stream (which is then finished)."""
+        if self.streaming:
+            if self.next_row != self.size[0]:
+                raise RuntimeError(f"output streamed {self.next_row} of {self.size[0]} rows")
+            self.stream.finish()
+            return None
         if self.resampler is not None and self.out is None:
             for column, band in self.resampler.columns():
                 self._put(0, column, band)
@@ -903,12 +953,12 @@ def _is_oom(exc: BaseException) -> bool:
 
 def memory_budget() -> int:
     """Bytes this process may take on the CPU, all buffers included: $IMGEN_MEMORY ("1.5G", "800M",
-    plain bytes), default 2 GiB; tiles are sized from what the image itself leaves of it. A
-    budget, not a share of free memory: a machine's free memory is no promise that this process
-    may use it."""
+    plain bytes), default DEFAULT_MEMORY; tiles are sized from what the image itself leaves of
+    it. A budget, not a share of free memory: a machine's free memory is no promise that this
+    process may use it."""
     text = os.environ.get("IMGEN_MEMORY", "").strip().upper()
     if not text:
-        return 2 << 30
+        return DEFAULT_MEMORY
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     try:
         if text[-1] in units:

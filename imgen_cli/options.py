@@ -116,7 +116,7 @@ def shared_params(command=None) -> list[click.Parameter]:
         click.Option(["--precision"], type=click.Choice(["auto", *PRECISIONS]), default="auto",
                      show_default=True, help="auto: fp16 on GPUs for models that support it, fp32 on CPU."),
         click.Option(["--tile"], default="auto", show_default=True, metavar="auto|PIXELS|0",
-                     help="Tile side for large images; auto sizes from the memory budget (IMGEN_MEMORY, default 2G), 0 never tiles."),
+                     help="Tile side for large images; auto sizes from the memory budget (IMGEN_MEMORY, default 1.75G), 0 never tiles."),
         click.Option(["--threads"], type=click.IntRange(1, 1024), help="CPU threads for torch."),
         click.Option(["--max-pixels"], type=click.IntRange(0), default=DEFAULT_MAX_PIXELS, show_default=True,
                      help="Refuse larger images (decompression bombs); 0 for no limit."),

@@ -38,7 +38,7 @@ ENVIRONMENT = [
     ("XDG_DATA_HOME", "Base of the default user model folder."),
     ("IMGEN_MEMORY", "Memory the whole process may take on the CPU, which sizes --tile auto: tiles get "
                      "what the image and its output leave of it (and at most a quarter of the free "
-                     "memory). Bytes with an optional K, M, G or T (1.5G), at least 64M; default 2G."),
+                     "memory). Bytes with an optional K, M, G or T (1.5G), at least 64M; default 1.75G (1.88 GB)."),
     ("IMGEN_SERVER", "The URL of a running imgen serve to send images to, as --server URL does."),
     ("NO_COLOR", "When set, listings (imgen plugins, imgen models) are printed without colour."),
     ("TERM", "dumb: progress is printed as plain lines, without escape sequences or carriage returns."),

@@ -284,24 +284,28 @@ def test_verbose_tells_model_device_precision_tiles_and_time(imgen, test_plugins
     lines = result.stderr.splitlines()
     assert "imgen: tinyup: model tiny-x2 on cpu, fp32" in lines
     assert any(re.fullmatch(rf"imgen: {source}: tinyup: \d+ tiles of 1\d\dx1\d\d px", line) for line in lines)
-    assert "imgen: writing out.png, 0.24 MP…" in lines
     assert any(line.startswith("imgen: wrote out.png (300x200 -> 600x400) in ") and line.endswith(" s")
                for line in lines)
+    # A PNG file is written while the tiles run (no phase of its own); other formats after them.
+    assert not any("writing" in line for line in lines)
+    result = imgen(["tinyup", source, "--tile", "128", "-v", "-o", "out.jpg", "--device", "cpu"])
+    assert "imgen: writing out.jpg, 0.24 MP…" in result.stderr.splitlines()
 
 
 @pytest.mark.parametrize("term", ["dumb", "xterm"])
 def test_progress_on_a_dumb_terminal_is_plain_text(tmp_path, term):
+    # JPEG: a PNG file is written while the tiles run, other formats in a phase of their own.
     proc, shown = run_imgen_on_terminal(["slow", DATA / "kite.png", DATA / "wood.png", "--tile", "128",
-                                         "-o", tmp_path / "out", "--jobs", "1"], {"TERM": term})
+                                         "-o", tmp_path / "out", "--jobs", "1", "--format", "jpeg"], {"TERM": term})
     assert proc.returncode == 0
     if term == "dumb":
         assert b"\x1b" not in shown and b"\r\r" not in shown and b"\r" not in shown.replace(b"\r\n", b"\n")
         text = shown.decode().replace("\r\n", "\n")
         assert re.search(r"^imgen: tiles (\d+)/\1 tile \(100%\)$", text, re.M)
         assert "imgen: images 2/2 img (100%)" in text
-        assert f"imgen: writing {tmp_path / 'out' / 'kite.png'}, 0.066 MP…" in text
+        assert f"imgen: writing {tmp_path / 'out' / 'kite.jpg'}, 0.066 MP…" in text
     else:
         # The bar, then the encode phase as a status line of its own.
         assert b"tiles" in shown and b"\r" in shown
         # (shortened to the terminal's width)
-        assert f"writing {tmp_path / 'out' / 'wood.png'}"[:60].encode() in shown
+        assert f"writing {tmp_path / 'out' / 'wood.jpg'}"[:60].encode() in shown

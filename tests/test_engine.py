@@ -82,6 +82,15 @@ class EnginePlugin:
             factor = ctx.options["outscale"]
             return None if factor is None else tuple(max(1, round(n * factor)) for n in ctx.image_size)
 
+        def fail_below_the_first_row(x, ctx):
+            if any(row > 0 for row, _ in ctx.offsets):
+                raise RuntimeError("broke on a later row of tiles")
+            self.calls.append(ctx.offsets)
+            return x
+
+        register(Command("latefail", "Fail after the first row of tiles.", fail_below_the_first_row,
+                         tiling=Tiling(overlap=0)))
+
         register(Command("upfour", "Nearest x4, then --outscale.", nearest_x4, tiling=Tiling(scale=4, overlap=0),
                          params=[click.Option(["--outscale"], type=float)], output_size=outscale))
 
@@ -489,6 +498,62 @@ def test_the_output_is_never_held_as_a_whole_float_copy():
     # x4 of a 1536x1536 grey image: the uint8 output is 36 MiB, as float RGB it would be 432 MiB;
     # a full-width band of 256-pixel tiles, twice, would be about 300 MiB.
     assert peak < 6144 * 6144 * 3 * 4 / 2, f"{peak / 2**20:.0f} MiB"
+
+
+STREAMED_PEAK = (PEAK_RSS.replace("tile=256", "tile=128").replace("natural_image(1536, 1536, 1)",
+                                                                   "natural_image(2048, 2048, 1)")
+                 .replace("out = pipeline.run_array(image)", """\
+from imgen_cli import io as imgio
+stream = imgio.PngFile(sys.argv[2])
+out = pipeline.run_array(image, stream=stream)
+assert out is None and stream.size == (8192, 8192)
+stream.commit()""").replace("assert out.shape == (6144, 6144, 1) and out.dtype == np.uint8\n", ""))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's peak-RSS reset")
+def test_a_streamed_png_is_never_held_whole(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "out.png"
+    run = subprocess.run([sys.executable, "-c", STREAMED_PEAK, str(Path(__file__).parent), str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    peak = int(run.stdout)
+    # x4 of 2048x2048 grey: the 64 MiB uint8 output is never made, only a band of rows (8192 x
+    # 512 bytes) at a time beside one tile's floats. Held whole, the same run peaks at 83 MiB;
+    # streamed it took 40 MiB.
+    assert peak < 8192 * 8192, f"{peak / 2**20:.0f} MiB"
+    expected = natural_image(2048, 2048, 1).repeat(4, axis=0).repeat(4, axis=1)
+    assert np.array_equal(read(out), expected)
+    assert os.listdir(tmp_path) == ["out.png"]
+
+
+@pytest.mark.parametrize("args", [["blur", "--tile", "48"], ["upfour", "--outscale", "2.5", "--tile", "40"],
+                                  ["blur", "--tile", "48", "--blend", "0.5"], ["upfour", "--tile", "0"]])
+def test_a_png_file_written_while_tiling_has_the_bytes_of_one_written_after(imgen, engine_plugin, tmp_path, args,
+                                                                              monkeypatch):
+    # To a file a PNG is streamed row band by row band as tiles finish (the outscale's resize
+    # and the blend on the way); to stdout it is encoded after. Same pixels, same bytes.
+    bands = []
+    rows = imgio.PngFile.rows
+    monkeypatch.setattr(imgio.PngFile, "rows", lambda self, band: (bands.append(len(band)), rows(self, band)))
+    source = write(tmp_path / "in.png", natural_image(150, 130, 3))
+    to_file = imgen([*args, source, "-o", "out.png"])
+    assert sum(bands) == imgio.decode((tmp_path / "out.png").read_bytes()).array.shape[0]
+    assert len(bands) > 1 or "0" in args, bands  # band by band when tiled
+    to_stdout = imgen([*args, source, "-o", "-"])
+    assert to_file.exit_code == 0 and to_stdout.exit_code == 0, to_file.stderr + to_stdout.stderr
+    assert (tmp_path / "out.png").read_bytes() == to_stdout.stdout_bytes
+
+
+def test_a_failure_while_streaming_leaves_no_file(imgen, engine_plugin, tmp_path):
+    source = write(tmp_path / "in.png", natural_image(150, 150, 3))
+    result = imgen(["latefail", source, "--tile", "64", "-o", "out.png"])
+    assert result.exit_code == 1 and "latefail failed: RuntimeError: broke on a later row" in result.stderr
+    assert engine_plugin.calls, "no tile ran before the failure"
+    assert sorted(os.listdir(tmp_path)) == ["in.png"]
 
 
 @pytest.mark.parametrize("size", [[], ["--width", "150"]])
