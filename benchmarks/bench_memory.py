@@ -52,6 +52,36 @@ at 552 MB through its 52 s of writing 96 MP, against 1.8 GB while tiling. What i
 tiling phase: the 1.07 GiB (RGBA 1.43 GiB) output array, the input's float copy (0.29 GiB),
 the interpreter with torch, and one tile; so sr x4 of 24 MP is still above 2 GiB, the only
 command that is.
+
+Then 8-bit input stays bytes until each tile needs it (9e74eff), and a PNG file is written while
+the tiles run (io.PngFile): the last step hands each finished band of rows to the file, so the
+output is never held whole, and the default budget (IMGEN_MEMORY) is 1.75 GiB, 1.88 GB. Each
+command measured alone (imgen_cli.testing.measured), idle machine. "before" is the end of the
+previous session (main at 1f55fff, same script, also idle); "after" is 294fcab for sr and sr
+--scale 2 (`--commands sr,sr-x2`), and for the others the same code with PNG deflation in a
+thread of its own, which 294fcab gave up (no faster; it competed with torch for the cores):
+
+| command | peak RSS before -> after (GiB) | wall s before -> after | CPU s before -> after | load |
+|---|---|---|---|---|
+| sr (x4) | 1.93 -> 1.57 | 391.2 -> 375.0 | 617.4 -> 562.0 | 1.8 / 1.5 |
+| sr --scale 2 | 1.56 -> 1.26 | 199.0 -> 207.8 | 367.5 -> 379.8 | 1.5 / 1.9 |
+| denoise | 0.92 -> 0.92 | 63.0 -> 55.6 | 112.5 -> 104.8 | 2.0 / 1.8 |
+| restyle | 0.90 -> 0.90 | 27.2 -> 27.8 | 46.9 -> 47.9 | 1.8 / 1.8 |
+| lowlight | 1.46 -> 1.42 | 9.0 -> 8.5 | 11.5 -> 10.9 | 1.8 / 1.8 |
+| inpaint | 1.61 -> 1.62 | 8.7 -> 7.9 | 10.9 -> 10.3 | 1.8 / 1.9 |
+
+Every command is now under 2 GB (1.86 GiB); the highest, inpaint, is at 1.74 GB. On the old
+2 GiB budget the streamed sr x4 took 815-pixel tiles and peaked at 1.89 GiB (2.03 GB): the
+tile estimate is not exact, hence the lower default. With RGBA input the output is still held
+(its alpha is resized into it after the colour): 2.66 GiB for sr x4, measured before 9e74eff.
+
+denoise against 80dc536 (before the memory work), 294fcab, three pairs in alternating order
+(`--commands denoise --imgen OLD --imgen NEW`, then NEW OLD, then OLD NEW), idle machine: wall
+54.9, 55.4, 59.1 s before and 61.4, 61.3, 59.6 s after (means 56.5 and 60.8, +8%); CPU 100.3,
+101.4, 109.1 s before and 112.6, 113.0, 110.5 s after (+8%); peak 0.92 GiB both. One build's
+runs vary by up to 8%. Streaming costs nothing there: the same build with the output held and
+encoded after (a switch made for the measurement) took 60.7 and 56.9 s against 60.5 and 57.0 s
+streamed, alternating.
 """
 
 from __future__ import annotations
@@ -66,10 +96,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The inputs are made in a child process of their own. A child's peak RSS as wait4 reports it is
-# at least its parent's peak when it was started (Linux counts the parent's memory, which a
-# vfork()ed child shares, until exec), so this process must never hold the big image itself:
-# it did once, and every command then seemed to take at least the 1.32 GB of making the image.
+# The inputs are made in a child process of their own, so this one stays small. A child's peak
+# RSS as wait4 reports it is at least its parent's peak (Linux counts the parent's memory, which
+# a vfork()ed child shares, until exec): once every command seemed to take at least the 1.32 GB
+# of making the image. Each command is now measured alone too (imgen_cli.testing.measured).
 MAKE_INPUTS = """
 import sys
 import numpy as np
@@ -96,23 +126,18 @@ COMMANDS = {
 
 def run(imgen: str, command: str, extra: list[str], source: Path, out: Path) -> tuple[int, float, float, float, str]:
     """(exit status, peak RSS in GiB, wall seconds, CPU seconds, last stderr line) of one run in a
-    fresh process."""
+    fresh process, measured alone (imgen_cli.testing.measured)."""
+    from imgen_cli.testing import measured, measurement
+
     name = command.split("-")[0]
     args = [imgen, name, str(source), *extra, "-o", str(out), "--overwrite", "--device", "cpu", "-q"]
+    report = out.with_name("peak.json")
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE)
-    err = proc.stderr.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(measured(args, report), stderr=subprocess.PIPE)
     seconds = time.perf_counter() - start
-    lines = err.strip().splitlines()
-    return (os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024 ** 2, seconds, usage.ru_utime + usage.ru_stime,
-            lines[-1] if lines else "")
-
-
-def _own_peak_mib() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = measurement(report)
+    lines = proc.stderr.decode().strip().splitlines()
+    return proc.returncode, usage["peak_rss"] / 2**30, seconds, usage["cpu_s"], lines[-1] if lines else ""
 
 
 TILE_COST = """
@@ -168,7 +193,6 @@ def main() -> None:
         channels = "4" if args.alpha else "3"
         subprocess.run([sys.executable, "-c", MAKE_INPUTS, str(tmp), str(width), str(height), channels], check=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
-        print(f"bench process: {_own_peak_mib():.0f} MiB peak RSS (the floor of every row)")
         print("| command | options | imgen | peak RSS (GiB) | wall (s) | CPU (s) | load before / after | status |")
         print("|---|---|---|---|---|---|---|---|")
         for command in args.commands.split(","):

@@ -334,12 +334,12 @@ def _wait_until_idle(pid: int, timeout: float = 120) -> None:
     raise AssertionError("imgen never reached its slow tiles")
 
 
-def _signal(signum):
+def _signal(signum, name="x.bmp"):
     def run(case, tmp_path):
         out = tmp_path / "out"
         out.mkdir()
         big = image_file(tmp_path, "in.png", corpus.small(256, 256))
-        proc = subprocess.Popen(imgen_cmd() + ["slow", str(big), "--tile", "32", "-o", str(out / "x.bmp")],
+        proc = subprocess.Popen(imgen_cmd() + ["slow", str(big), "--tile", "32", "-o", str(out / name)],
                                 stderr=subprocess.PIPE, env=imgen_env())
         _wait_until_idle(proc.pid)
         proc.send_signal(signum)
@@ -351,6 +351,10 @@ def _signal(signum):
 
 case("signals", "SIGTERM", None, 143, "imgen: interrupted", runner=_signal(signal.SIGTERM),
      check=lambda t, o, e: files(t, "out") == [])
+# A PNG file is written while the tiles run: its temporary file is there when the signal comes.
+for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+    case("signals", f"{signal.Signals(signum).name}-while-a-png-is-streamed", None, code, "imgen: interrupted",
+         runner=_signal(signum, "x.png"), check=lambda t, o, e: files(t, "out") == [])
 
 
 # Tiny images: every command gives a same-size (or scaled) output from 1x1 up.
