@@ -295,11 +295,8 @@ class Engine:
             if _is_oom(exc):
                 raise ImgenError(f"{command.name}: out of memory (try a smaller --tile)", source) from exc
             raise ImgenError(f"{command.name} failed: {type(exc).__name__}: {exc}", source) from exc
-        if alpha is not None and ctx.output_alpha is not None:
-            alpha = ctx.output_alpha.detach().float().clamp(0, 1).to(alpha.device)
-            if sink.crop is not None:
-                rows, cols = _cropped(alpha.shape[-2:], sink.crop)
-                alpha = alpha[..., :rows, :cols]
+        if alpha is not None:
+            alpha = _output_alpha(ctx, alpha, sink.crop)
         out = sink.result()
         if alpha is not None:
             alpha = sink.put_alpha(alpha)
@@ -312,6 +309,9 @@ class Engine:
         ctx = Context(command, step.options, self.device, dtype, source, loader=self._loader(step, dtype),
                       info=self.info)
         ctx.alpha = alpha.to(self.device) if (alpha is not None and command.alpha == "keep") else None
+        # The alpha the output gets, asked for when its first rows are written (a command sets
+        # ctx.output_alpha in an untiled process or in finish, so before that).
+        sink.alpha_of = (lambda: _output_alpha(ctx, alpha, sink.crop)) if alpha is not None else None
         ctx.image_size = (int(x.shape[-2]), int(x.shape[-1]))
         if command.channels == 3 and x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
@@ -528,6 +528,7 @@ class _Sink:
         self.grey = False
         self.crop = None  # (padded h, padded w, h, w) when the step ran on a padded image
         self.mix = None  # sizing.Mix for --blend
+        self.alpha_of = None  # () -> the alpha plane of the output, for an image with alpha (set per run)
 
     def reset(self, grey: bool):
         self.grey, self.out, self.size, self.seen = grey, None, None, False
@@ -590,8 +591,8 @@ class ArraySink(_Sink):
     """Quantizes a step's output rows straight into the final (H, W, C) integer array; with a
     `final` size (h, w) other than the step's, through a banded resize (sizing.Resampler).
 
-    With a `stream` (see Engine.run) and neither alpha nor a final resize, no array is made:
-    each band of rows goes to the stream as soon as its last rectangle is in."""
+    With a `stream` (see Engine.run) and no final resize, no array is made: each band of rows
+    goes to the stream as soon as its last rectangle is in, with its rows of alpha, if any."""
 
     def __init__(self, dtype, alpha: bool, final: tuple[int, int] | None = None, stream=None):
         super().__init__()
@@ -604,7 +605,7 @@ class ArraySink(_Sink):
         self.resampler = None
         if self.streaming and self.stream.size is not None:
             self.stream.restart()  # a retry (smaller tiles, fp32) writes the rows again
-        self.streaming, self.band, self.nonzero = False, None, False
+        self.streaming, self.band, self.nonzero, self.alpha_rows = False, None, False, None
         return super().reset(grey)
 
     def open(self, size, exact: bool = False):
@@ -615,7 +616,7 @@ class ArraySink(_Sink):
 
             self.resampler = Resampler(self.final)
             self.resampler.open(self.size)
-        self.streaming = self.stream is not None and self.resampler is None and not self.alpha
+        self.streaming = self.stream is not None and self.resampler is None
         self.next_row = 0  # the first row not yet given to the stream
 
     def write(self, row: int, band, col: int = 0) -> None:
@@ -630,7 +631,8 @@ class ArraySink(_Sink):
         """Memory the output array (and a resize's float intermediate) will still take; streamed,
         a band of rows as high as the largest tile's output, beside the stream's own."""
         if self.streaming:
-            return self.size[1] * channels * (2 if self.top > 255 else 1) * min(self.size[0], MAX_CPU_TILE * 4)
+            return (self.size[1] * (channels + self.alpha) * (2 if self.top > 255 else 1)
+                    * min(self.size[0], MAX_CPU_TILE * 4))
         if self.out is not None:
             return 0
         height, width = self.final or self.size
@@ -660,16 +662,21 @@ class ArraySink(_Sink):
         if self.band is None:
             if row != self.next_row:
                 raise RuntimeError(f"output rows out of order: {row} after {self.next_row}")
+            channels = band.shape[1] + self.alpha
             if self.stream.size is None:
-                self.stream.start(*self.size, band.shape[1], self.dtype)
-            self.band, self.filled = np.empty((rows, self.size[1], band.shape[1]), dtype=self.dtype), 0
+                self.stream.start(*self.size, channels, self.dtype)
+            self.band, self.filled = np.empty((rows, self.size[1], channels), dtype=self.dtype), 0
         elif row != self.next_row or rows != len(self.band):
             raise RuntimeError(f"output rectangle {rows} rows at {row} in the band of {len(self.band)} at {self.next_row}")
         values = _quantize(band[0].permute(1, 2, 0), self.top, self.dtype)
-        self.band[:, column:column + columns] = values
+        self.band[:, column:column + columns, :values.shape[-1]] = values
         self.nonzero = self.nonzero or bool(values.any())
         self.filled += columns
         if self.filled == self.size[1]:
+            if self.alpha:
+                if self.alpha_rows is None:
+                    self.alpha_rows = _AlphaRows(self.alpha_of(), self.size)
+                self.band[..., -1] = _quantize(self.alpha_rows.take(row, rows)[0, 0], self.top, self.dtype)
             self.stream.rows(self.band)
             self.band, self.next_row = None, row + rows
 
@@ -695,7 +702,10 @@ class ArraySink(_Sink):
     def put_alpha(self, alpha) -> None:
         """The alpha plane (1, 1, h, w) into the output's last channel, resized as the colour
         was (to the step's size, then to `final`) band by band: a whole-size float alpha of an
-        upscaled image would cost 4 bytes an output pixel (1.5 GB for sr x4 of 24 MP)."""
+        upscaled image would cost 4 bytes an output pixel (1.5 GB for sr x4 of 24 MP). Streamed,
+        it went out with the colour."""
+        if self.streaming:
+            return
         height, width = alpha.shape[-2:]
         stages = []
         if (height, width) != self.size:
@@ -713,6 +723,36 @@ class ArraySink(_Sink):
             else:
                 top, band = done
                 self.out[top:top + band.shape[-2], :, -1] = _quantize(band[0, 0], self.top, self.dtype)
+
+
+class _AlphaRows:
+    """An alpha plane (1, 1, h, w) resized to `size`, handed out in bands of rows, top to bottom,
+    as a streamed output's colour rows are finished: only a few bands are ever resized and held."""
+
+    def __init__(self, alpha, size):
+        self.alpha, self.size = alpha, tuple(size)
+        height, width = alpha.shape[-2:]
+        self.resize = BandResize((height, width), self.size) if (height, width) != self.size else None
+        self.chunk = max(1, ALPHA_BAND_BYTES // (4 * max(width, self.size[1]) * (self.size[0] // height + 1)))
+        self.pushed = 0  # source rows given to the resize
+        self.ready, self.top = None, 0  # resized rows [top, top + len(ready)) not handed out yet
+
+    def take(self, row: int, rows: int):
+        """Output rows [row, row + rows) as a float (1, 1, rows, W) tensor; rows come in order."""
+        if self.resize is None:
+            return self.alpha[..., row:row + rows, :].float()
+        while self.ready is None or self.top + self.ready.shape[-2] < row + rows:
+            band = self.alpha[..., self.pushed:self.pushed + self.chunk, :].float()
+            if band.shape[-2] == 0:
+                raise RuntimeError(f"alpha rows {row}..{row + rows} past the end of {self.size[0]}")
+            self.pushed += band.shape[-2]
+            done = self.resize.push(band)
+            if done is not None:
+                self.ready = done[1] if self.ready is None else _torch().cat([self.ready, done[1]], -2)
+        start = row - self.top
+        piece = self.ready[..., start:start + rows, :]
+        self.ready, self.top = self.ready[..., start + rows:, :], row + rows
+        return piece
 
 
 class _Rows:
@@ -807,6 +847,18 @@ def pad_small(t):
     ph, pw = max(0, MIN_SIDE - height), max(0, MIN_SIDE - width)
     mode = "reflect" if ph < height and pw < width else "replicate"
     return F.pad(t.float(), (0, pw, 0, ph), mode=mode).to(t.dtype)
+
+
+def _output_alpha(ctx, alpha, crop):
+    """The alpha plane a step's output gets: the command's ctx.output_alpha (cropped back from the
+    padding of a small image), else the step's input `alpha`, both still at the step's input size."""
+    if ctx.output_alpha is None:
+        return alpha
+    out = ctx.output_alpha.detach().float().clamp(0, 1).to(alpha.device)
+    if crop is not None:
+        rows, cols = _cropped(out.shape[-2:], crop)
+        out = out[..., :rows, :cols]
+    return out
 
 
 def _cropped(size, crop) -> tuple[int, int]:

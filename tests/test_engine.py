@@ -530,19 +530,23 @@ def test_a_streamed_png_is_never_held_whole(tmp_path):
     assert os.listdir(tmp_path) == ["out.png"]
 
 
-@pytest.mark.parametrize("args", [["blur", "--tile", "48"], ["upfour", "--outscale", "2.5", "--tile", "40"],
-                                  ["blur", "--tile", "48", "--blend", "0.5"], ["upfour", "--tile", "0"]])
+@pytest.mark.parametrize("args,channels", [
+    (["blur", "--tile", "48"], 3), (["upfour", "--outscale", "2.5", "--tile", "40"], 3),
+    (["blur", "--tile", "48", "--blend", "0.5"], 3), (["upfour", "--tile", "0"], 3),
+    # alpha goes out with the colour rows: resized (x4, then 2.5), as is, or the command's own
+    (["upfour", "--tile", "40"], 4), (["upfour", "--outscale", "2.5", "--tile", "40"], 2),
+    (["blur", "--tile", "48"], 4), (["flipalpha"], 4)])
 def test_a_png_file_written_while_tiling_has_the_bytes_of_one_written_after(imgen, engine_plugin, tmp_path, args,
-                                                                              monkeypatch):
+                                                                              channels, monkeypatch):
     # To a file a PNG is streamed row band by row band as tiles finish (the outscale's resize
     # and the blend on the way); to stdout it is encoded after. Same pixels, same bytes.
     bands = []
     rows = imgio.PngFile.rows
     monkeypatch.setattr(imgio.PngFile, "rows", lambda self, band: (bands.append(len(band)), rows(self, band)))
-    source = write(tmp_path / "in.png", natural_image(150, 130, 3))
+    source = write(tmp_path / "in.png", natural_image(150, 130, channels))
     to_file = imgen([*args, source, "-o", "out.png"])
     assert sum(bands) == imgio.decode((tmp_path / "out.png").read_bytes()).array.shape[0]
-    assert len(bands) > 1 or "0" in args, bands  # band by band when tiled
+    assert len(bands) > 1 or "0" in args or "flipalpha" in args, bands  # band by band when tiled
     to_stdout = imgen([*args, source, "-o", "-"])
     assert to_file.exit_code == 0 and to_stdout.exit_code == 0, to_file.stderr + to_stdout.stderr
     assert (tmp_path / "out.png").read_bytes() == to_stdout.stdout_bytes
