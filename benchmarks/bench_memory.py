@@ -72,8 +72,11 @@ thread of its own, which 294fcab gave up (no faster; it competed with torch for 
 
 Every command is now under 2 GB (1.86 GiB); the highest, inpaint, is at 1.74 GB. On the old
 2 GiB budget the streamed sr x4 took 815-pixel tiles and peaked at 1.89 GiB (2.03 GB): the
-tile estimate is not exact, hence the lower default. With RGBA input the output is still held
-(its alpha is resized into it after the colour): 2.66 GiB for sr x4, measured before 9e74eff.
+tile estimate is not exact, hence the lower default. Then alpha goes out with each band of
+rows too (engine._AlphaRows): sr x4 of an RGBA 6000x4000 PNG (`--commands sr --alpha`, idle
+machine) peaked at 1.76 GiB (1.89 GB), 466.3 s wall, 678.0 s CPU, against 2.66 GiB when the
+output was held (measured under load, before 9e74eff). Its input still becomes floats whole (an
+RGBA image is split into colour and alpha, and the colour under transparent pixels is filled).
 
 denoise against 80dc536 (before the memory work), 294fcab, three pairs in alternating order
 (`--commands denoise --imgen OLD --imgen NEW`, then NEW OLD, then OLD NEW), idle machine: wall
