@@ -443,7 +443,7 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
         if stream is not None:
             stream.discard()
         raise
-    if stream is not None:  # not streamed (alpha, a final resize)
+    if stream is not None:  # not streamed (a final resize to --width, --fit)
         stream.discard()
     out_h, out_w = picture.array.shape[:2]
     encoded, warnings = imageio_.encoder(picture, fmt, quality=settings.quality, strip=settings.strip)

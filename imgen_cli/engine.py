@@ -220,7 +220,7 @@ class Engine:
         pick their scale and the output is resized; `used`, when given, receives the steps as
         they ran (with the model each chose). `stream` (an io.PngFile, or anything with its
         start/rows/restart/finish and `size`) takes the output's rows as they are finished
-        instead, when the output has no alpha and needs no final resize: then None is returned.
+        instead (alpha included), when the output needs no final resize: then None is returned.
         Between steps the image stays a float tensor (on the device when it fits). The last step
         streams finished rows of tiles straight into the integer output array (through the
         banded resize to `target`), so a large image never holds a full-size float copy of its
