@@ -560,6 +560,24 @@ def test_a_failure_while_streaming_leaves_no_file(imgen, engine_plugin, tmp_path
     assert sorted(os.listdir(tmp_path)) == ["in.png"]
 
 
+def test_a_full_disk_while_streaming_is_one_error_and_leaves_no_file(imgen, engine_plugin, tmp_path, monkeypatch):
+    import errno
+
+    written = []
+
+    def write_all(fd, data):  # the disk fills up after 20 KB, in the middle of the tiles
+        if sum(written) + len(data) > 20_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(len(data))
+
+    monkeypatch.setattr(imgio, "write_all", write_all)
+    source = write(tmp_path / "in.png", natural_image(150, 150, 3))
+    result = imgen(["blur", source, "--tile", "48", "-o", "out.png"])
+    assert result.exit_code == 1, result.stderr
+    assert result.stderr.strip() == "imgen: error: out.png: No space left on device"
+    assert written and sorted(os.listdir(tmp_path)) == ["in.png"]
+
+
 @pytest.mark.parametrize("size", [[], ["--width", "150"]])
 def test_alpha_goes_into_the_output_band_by_band_as_a_whole_resize_would(imgen, test_plugins, tmp_path,
                                                                           monkeypatch, size):
