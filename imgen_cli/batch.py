@@ -428,9 +428,9 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
     del data  # the encoded input (53 MB for a 24 MP PNG) is not held while the pipeline runs
     height, width = picture.array.shape[:2]
     about = pipeline.describe if hasattr(pipeline, "describe") else (lambda: None)
-    stream = None
+    stream, made = None, []
     if output not in (None, STDIO) and fmt == "png" and not imageio_.is_stream(output):
-        make_parent(output)
+        made = make_parent(output)
         stream = imageio_.PngFile(output, None if settings.strip else picture.icc,
                                   None if settings.strip else picture.exif)
     try:
@@ -442,6 +442,11 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
     except BaseException:
         if stream is not None:
             stream.discard()
+            for folder in made:  # made for this output, as a write after the compute would have
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
         raise
     if stream is not None:  # not streamed (a final resize to --width, --fit)
         stream.discard()
@@ -505,14 +510,19 @@ def write_output(output: str, data: bytes | imageio_.Encoded | imageio_.PngFile,
     imageio_.write_atomic(output, data, overwrite=overwrite)
 
 
-def make_parent(output: str) -> None:
-    """Create the folder an output file goes into."""
+def make_parent(output: str) -> list[Path]:
+    """Create the folder an output file goes into; returns the folders made, deepest first."""
     parent = Path(output).parent
-    if str(parent) and not parent.exists():
+    made = []
+    while str(parent) not in ("", ".") and not parent.exists():
+        made.append(parent)
+        parent = parent.parent
+    if made:
         try:
-            parent.mkdir(parents=True, exist_ok=True)
+            made[0].mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(exc.strerror or str(exc), str(parent)) from None
+            raise OutputError(exc.strerror or str(exc), str(made[0])) from None
+    return made
 
 
 SKIPPED, WRITTEN, FAILED_STATUS, PLANNED = "skipped", "written", "failed", "planned"

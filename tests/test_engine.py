@@ -552,9 +552,11 @@ def test_a_png_file_written_while_tiling_has_the_bytes_of_one_written_after(imge
     assert (tmp_path / "out.png").read_bytes() == to_stdout.stdout_bytes
 
 
-def test_a_failure_while_streaming_leaves_no_file(imgen, engine_plugin, tmp_path):
+@pytest.mark.parametrize("output", ["out.png", "new/deeper/out.png"])
+def test_a_failure_while_streaming_leaves_no_file(imgen, engine_plugin, tmp_path, output):
+    # nor the folders made for it
     source = write(tmp_path / "in.png", natural_image(150, 150, 3))
-    result = imgen(["latefail", source, "--tile", "64", "-o", "out.png"])
+    result = imgen(["latefail", source, "--tile", "64", "-o", output])
     assert result.exit_code == 1 and "latefail failed: RuntimeError: broke on a later row" in result.stderr
     assert engine_plugin.calls, "no tile ran before the failure"
     assert sorted(os.listdir(tmp_path)) == ["in.png"]
