@@ -442,7 +442,7 @@ def convert(pipeline, data: bytes, source: str, fmt: str, settings: Settings, in
     except BaseException:
         if stream is not None:
             stream.discard()
-            for folder in made:  # made for this output, as a write after the compute would have
+            for folder in made:  # and the folders made for it (a failure never left any before)
                 try:
                     folder.rmdir()
                 except OSError:
