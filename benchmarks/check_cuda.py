@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -50,11 +49,6 @@ CHAINS = [
 MAX_LEVELS_FP32 = 2
 MAX_LEVELS_TILED = 2
 MIN_PSNR_AUTO = 38.0
-
-
-def psnr(a, b) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def levels(a, b) -> int:
@@ -101,6 +95,7 @@ def main(argv=None) -> int:
     import torch
 
     from imgen_cli import io as imgio
+    from imgen_cli.metrics import psnr
 
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -219,7 +219,8 @@ class Engine:
         `target` (a sizing.Target) is the size of the output, for which steps with `choices`
         pick their scale and the output is resized; `used`, when given, receives the steps as
         they ran (with the model each chose). `stream` (an io.PngFile, or anything with its
-        start/rows/restart/finish and `size`) takes the output's rows as they are finished
+        start/rows/restart/finish and `size`; `rows(band)` may not keep `band`, whose buffer is
+        used again) takes the output's rows as they are finished
         instead (alpha included), when the output needs no final resize: then None is returned.
         Between steps the image stays a float tensor (on the device when it fits). The last step
         streams finished rows of tiles straight into the integer output array (through the
@@ -606,6 +607,7 @@ class ArraySink(_Sink):
         if self.streaming and self.stream.size is not None:
             self.stream.restart()  # a retry (smaller tiles, fp32) writes the rows again
         self.streaming, self.band, self.nonzero, self.alpha_rows = False, None, False, None
+        self.spare = None  # the last band's buffer, used again (the stream copies what it keeps)
         return super().reset(grey)
 
     def open(self, size, exact: bool = False):
@@ -665,7 +667,9 @@ class ArraySink(_Sink):
             channels = band.shape[1] + self.alpha
             if self.stream.size is None:
                 self.stream.start(*self.size, channels, self.dtype)
-            self.band, self.filled = np.empty((rows, self.size[1], channels), dtype=self.dtype), 0
+            shape = (rows, self.size[1], channels)
+            fits = self.spare is not None and self.spare.shape == shape
+            self.band, self.filled = (self.spare if fits else np.empty(shape, dtype=self.dtype)), 0
         elif row != self.next_row or rows != len(self.band):
             raise RuntimeError(f"output rectangle {rows} rows at {row} in the band of {len(self.band)} at {self.next_row}")
         values = _quantize(band[0].permute(1, 2, 0), self.top, self.dtype)
@@ -678,7 +682,7 @@ class ArraySink(_Sink):
                     self.alpha_rows = _AlphaRows(self.alpha_of(), self.size)
                 self.band[..., -1] = _quantize(self.alpha_rows.take(row, rows)[0, 0], self.top, self.dtype)
             self.stream.rows(self.band)
-            self.band, self.next_row = None, row + rows
+            self.spare, self.band, self.next_row = self.band, None, row + rows
 
     def _all_zero(self) -> bool:
         if self.streaming:
@@ -706,49 +710,44 @@ class ArraySink(_Sink):
         it went out with the colour."""
         if self.streaming:
             return
+        for top, band in _AlphaRows(alpha, self.size, self.final).bands:
+            self.out[top:top + band.shape[-2], :, -1] = _quantize(band[0, 0], self.top, self.dtype)
+
+
+class _AlphaRows:
+    """An alpha plane (1, 1, h, w) resized to each of `sizes` in turn (None or the size it has:
+    skipped), band by band: `bands` yields (top, rows) as the resizes finish them, `take` hands
+    out given rows in order (a streamed output's, as its colour rows are finished). Only a few
+    bands are ever resized and held, on the CPU."""
+
+    def __init__(self, alpha, *sizes):
         height, width = alpha.shape[-2:]
-        stages = []
-        if (height, width) != self.size:
-            stages.append(BandResize((height, width), self.size))
-        if self.final is not None and self.final != self.size:
-            stages.append(BandResize(self.size, self.final))
-        out_h, out_w = self.out.shape[:2]
-        rows = max(1, ALPHA_BAND_BYTES // (4 * max(width, out_w) * (out_h // height + 1)))
-        for start in range(0, height, rows):
-            done = (start, alpha[..., start:start + rows, :].cpu())  # BandResize's taps are on the CPU
-            for stage in stages:
+        self.stages, size = [], (height, width)
+        for target in sizes:
+            if target is not None and tuple(target) != size:
+                self.stages.append(BandResize(size, tuple(target)))
+                size = tuple(target)
+        rows = max(1, ALPHA_BAND_BYTES // (4 * max(width, size[1]) * (size[0] // height + 1)))
+        self.bands = self._resized(alpha, rows)
+        self.ready, self.top = None, 0  # resized rows [top, top + len(ready)) not handed out yet
+
+    def _resized(self, alpha, rows: int):
+        for start in range(0, alpha.shape[-2], rows):
+            done = (start, alpha[..., start:start + rows, :].cpu())
+            for stage in self.stages:
                 done = stage.push(done[1])
                 if done is None:
                     break
             else:
-                top, band = done
-                self.out[top:top + band.shape[-2], :, -1] = _quantize(band[0, 0], self.top, self.dtype)
-
-
-class _AlphaRows:
-    """An alpha plane (1, 1, h, w) resized to `size`, handed out in bands of rows, top to bottom,
-    as a streamed output's colour rows are finished: only a few bands are ever resized and held."""
-
-    def __init__(self, alpha, size):
-        self.alpha, self.size = alpha, tuple(size)
-        height, width = alpha.shape[-2:]
-        self.resize = BandResize((height, width), self.size) if (height, width) != self.size else None
-        self.chunk = max(1, ALPHA_BAND_BYTES // (4 * max(width, self.size[1]) * (self.size[0] // height + 1)))
-        self.pushed = 0  # source rows given to the resize
-        self.ready, self.top = None, 0  # resized rows [top, top + len(ready)) not handed out yet
+                yield done
 
     def take(self, row: int, rows: int):
         """Output rows [row, row + rows) as a float (1, 1, rows, W) tensor; rows come in order."""
-        if self.resize is None:
-            return self.alpha[..., row:row + rows, :].float()
         while self.ready is None or self.top + self.ready.shape[-2] < row + rows:
-            band = self.alpha[..., self.pushed:self.pushed + self.chunk, :].float()
-            if band.shape[-2] == 0:
-                raise RuntimeError(f"alpha rows {row}..{row + rows} past the end of {self.size[0]}")
-            self.pushed += band.shape[-2]
-            done = self.resize.push(band)
-            if done is not None:
-                self.ready = done[1] if self.ready is None else _torch().cat([self.ready, done[1]], -2)
+            band = next(self.bands, None)
+            if band is None:
+                raise RuntimeError(f"alpha rows {row}..{row + rows} past the end of the plane")
+            self.ready = band[1] if self.ready is None else _torch().cat([self.ready, band[1]], -2)
         start = row - self.top
         piece = self.ready[..., start:start + rows, :]
         self.ready, self.top = self.ready[..., start + rows:, :], row + rows
