@@ -56,27 +56,29 @@ command that is.
 Then 8-bit input stays bytes until each tile needs it (9e74eff), and a PNG file is written while
 the tiles run (io.PngFile): the last step hands each finished band of rows to the file, so the
 output is never held whole, and the default budget (IMGEN_MEMORY) is 1.75 GiB, 1.88 GB. Each
-command measured alone (imgen_cli.testing.measured), idle machine. "before" is the end of the
-previous session (main at 1f55fff, same script, also idle); "after" is 294fcab for sr and sr
---scale 2 (`--commands sr,sr-x2`), and for the others the same code with PNG deflation in a
-thread of its own, which 294fcab gave up (no faster; it competed with torch for the cores):
+command measured alone (imgen_cli.testing.measured), idle machine. "before" is f4521a9 (run
+as `git archive` plus a PYTHONPATH wrapper), measured for sr x4 only; "after" is 294fcab for
+sr and sr --scale 2 (`--commands sr,sr-x2`), 3f9aea7 for RGBA (`--commands sr --alpha`), and
+for the others 294fcab's code with PNG deflation in a thread of its own, which 294fcab gave up
+(no faster; it competed with torch for the cores):
 
-| command | peak RSS before -> after (GiB) | wall s before -> after | CPU s before -> after | load |
-|---|---|---|---|---|
-| sr (x4) | 1.93 -> 1.57 | 391.2 -> 375.0 | 617.4 -> 562.0 | 1.8 / 1.5 |
-| sr --scale 2 | 1.56 -> 1.26 | 199.0 -> 207.8 | 367.5 -> 379.8 | 1.5 / 1.9 |
-| denoise | 0.92 -> 0.92 | 63.0 -> 55.6 | 112.5 -> 104.8 | 2.0 / 1.8 |
-| restyle | 0.90 -> 0.90 | 27.2 -> 27.8 | 46.9 -> 47.9 | 1.8 / 1.8 |
-| lowlight | 1.46 -> 1.42 | 9.0 -> 8.5 | 11.5 -> 10.9 | 1.8 / 1.8 |
-| inpaint | 1.61 -> 1.62 | 8.7 -> 7.9 | 10.9 -> 10.3 | 1.8 / 1.9 |
+| command | peak RSS before -> after (GiB) | wall s before -> after | CPU s before -> after |
+|---|---|---|---|
+| sr (x4) | 1.60 -> 1.57 | 372.1 -> 375.0 | 558.4 -> 562.0 |
+| sr (x4), RGBA input | 1.90 -> 1.76 | 480.1 -> 466.3 | 695.3 -> 678.0 |
+| sr --scale 2 | 1.26 | 207.8 | 379.8 |
+| denoise | 0.92 | 55.6 | 104.8 |
+| restyle | 0.90 | 27.8 | 47.9 |
+| lowlight | 1.42 | 8.5 | 10.9 |
+| inpaint | 1.62 | 7.9 | 10.3 |
 
-Every command is now under 2 GB (1.86 GiB); the highest, inpaint, is at 1.74 GB. On the old
-2 GiB budget the streamed sr x4 took 815-pixel tiles and peaked at 1.89 GiB (2.03 GB): the
-tile estimate is not exact, hence the lower default. Then alpha goes out with each band of
-rows too (engine._AlphaRows): sr x4 of an RGBA 6000x4000 PNG (`--commands sr --alpha`, idle
-machine) peaked at 1.76 GiB (1.89 GB), 466.3 s wall, 678.0 s CPU, against 2.66 GiB when the
-output was held (measured under load, before 9e74eff). Its input still becomes floats whole (an
-RGBA image is split into colour and alpha, and the colour under transparent pixels is filled).
+Every command is now under 2 GB (1.86 GiB); the highest, RGBA sr x4, is at 1.89 GB, which was
+2.04 GB before. The RGB sr x4 "before" here, 1.60 GiB, is well under the 1.93 GiB measured
+for 1f55fff at the end of the previous session (with direct wait4); that figure was not
+reproduced. On the old 2 GiB budget the streamed sr x4 took 815-pixel tiles and
+peaked at 1.89 GiB (2.03 GB): the tile estimate is not exact, hence the lower default. An RGBA
+input still becomes floats whole (it is split into colour and alpha, and the colour under
+transparent pixels is filled).
 
 denoise against 80dc536 (before the memory work), 294fcab, three pairs in alternating order
 (`--commands denoise --imgen OLD --imgen NEW`, then NEW OLD, then OLD NEW), idle machine: wall
